@@ -1,0 +1,86 @@
+"""UNet on Oxford-IIIT Pet: `--config=configs/unet.py:VARIANT[,modifiers]`.
+
+VARIANT is `DOWN_UP_LOSS`:
+  DOWN  mp (2x2 max-pool) | strconv (3x3 conv, stride 2)
+  UP    tr (2x2 transposed conv, stride 2) | ups (bilinear resize x2, then 3x3 conv)
+  LOSS  bce | dice | bce_dice
+The ablation runs the four in `ABLATION`; every other combination is valid too.
+
+Modifiers:
+  cpu        small model and budget that finishes in a few minutes on a 2-core CPU
+  trimap     3-class trimap segmentation (softmax CE / multi-class Dice) instead of binary
+  res=N      image size (must be divisible by 2**depth)
+  seed=N     seed for init, data order, augmentation and dropout
+  epochs=N   number of training epochs
+Every field can still be overridden with `--config.FIELD=value`.
+"""
+
+import ml_collections
+
+from configs import common
+from shared import config_args
+
+DOWNSAMPLE = {"mp": "maxpool", "strconv": "strided_conv"}
+UPSAMPLE = {"tr": "transpose_conv", "ups": "upsample"}
+LOSSES = ("bce", "dice", "bce_dice")
+ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
+ALL_VARIANTS = tuple(f"{d}_{u}_{l}" for d in DOWNSAMPLE for u in UPSAMPLE for l in LOSSES)
+MODIFIERS = {"cpu": False, "trimap": False, "res": 0, "seed": 0, "epochs": 0}
+
+
+def parse_variant(variant: str) -> tuple[str, str, str]:
+  """`strconv_ups_dice` -> ("strided_conv", "upsample", "dice"); unknown names list valid ones."""
+  down, _, rest = variant.partition("_")
+  up, _, loss = rest.partition("_")
+  if down not in DOWNSAMPLE or up not in UPSAMPLE or loss not in LOSSES:
+    raise ValueError(f"unknown UNet variant {variant!r}; valid variants: {', '.join(ALL_VARIANTS)}")
+  return DOWNSAMPLE[down], UPSAMPLE[up], loss
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant, mods = config_args.parse_config_arg(arg, "strconv_ups_dice", MODIFIERS)
+  downsample, upsample, loss = parse_variant(variant)
+
+  config = common.base_config()
+  config.task = "unet.task"
+  config.variant = variant
+  config.seed = mods["seed"]
+
+  config.data.name = "oxford_iiit_pet"
+  config.data.image_size = 128
+  config.data.random_flip = True
+
+  config.model = ml_collections.ConfigDict()
+  config.model.downsample = downsample
+  config.model.upsample = upsample
+  config.model.upsample_method = "bilinear"   # resize used by `upsample`: bilinear | nearest
+  config.model.depth = 4
+  config.model.base_features = 32
+  config.model.norm = "batch"                 # batch | group | none
+  config.model.dropout_rate = 0.0
+
+  config.seg = ml_collections.ConfigDict()
+  config.seg.mode = "trimap" if mods["trimap"] else "binary"
+  # Trimap values: 1 = pet, 2 = background, 3 = border. Foreground = pet + border: the border is
+  # the pet's outline, so counting it as pet gives the full silhouette (as the PyTorch reference).
+  config.seg.foreground_classes = (1, 3)
+  config.seg.loss = loss
+  config.seg.dice_smooth = 1.0
+
+  config.train.batch_size = 16
+  config.train.num_epochs = 30
+  config.optimizer.learning_rate = 1e-3
+
+  if mods["cpu"]:
+    # ~2-3 minutes per variant on 2 CPU cores: smaller images and model, fewer epochs.
+    config.data.image_size = 64
+    config.model.base_features = 16
+    config.train.num_epochs = 15
+    config.train.log_every_steps = 10
+    config.train.eval_every_epochs = 5
+    config.train.checkpoint_every_steps = 100
+  if mods["res"]:
+    config.data.image_size = mods["res"]
+  if mods["epochs"]:
+    config.train.num_epochs = mods["epochs"]
+  return config

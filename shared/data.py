@@ -1,0 +1,165 @@
+"""Input pipeline: tfds ArrayRecord sources -> fixed-shape numpy batches, deterministic and resumable.
+
+Examples are read with `tfds.data_source` (random access, no TensorFlow at read time), run once
+through a task-specific `preprocess` function (decode, resize) and kept in memory when they fit,
+so later epochs never decode again. Batch order and augmentation depend only on
+`(seed, epoch)`, which makes a run resumable mid-epoch from nothing but its step counter, and
+each host takes only its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+Preprocess = Callable[[Mapping[str, object]], Mapping[str, np.ndarray]]
+
+
+class DatasetNotFoundError(RuntimeError):
+  """The prepared dataset is not where we looked and could not be prepared."""
+
+
+def resolve_data_dir(data_dir: str | None) -> str | None:
+  """Config value, else $TFDS_DATA_DIR, else None (tfds' own default, ~/tensorflow_datasets)."""
+  return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+def open_source(name: str, split: str, data_dir: str | None, download: bool = True):
+  """Opens one split as a random-access tfds data source, with a clear error when it is missing."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
+
+  data_dir = resolve_data_dir(data_dir)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+  except Exception as e:  # tfds raises many types here (AssertionError, network errors, ...)
+    searched = data_dir or f"tfds' default data dir ({tfds.core.constants.DATA_DIR})"
+    raise DatasetNotFoundError(
+        f"dataset {name!r} (split {split!r}) is not prepared in {searched} and could not be "
+        f"downloaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Point "
+        f"TFDS_DATA_DIR or --config.data.data_dir at a folder holding a prepared copy "
+        f"(<data_dir>/{name}/<version>/...), e.g. TFDS_DATA_DIR=../shared/tfds, or run once on a "
+        f"machine with internet and tensorflow-cpu installed to download and prepare it.") from e
+
+
+def _stack(examples: Sequence[Mapping[str, np.ndarray]]) -> Batch:
+  return {k: np.stack([np.asarray(ex[k]) for ex in examples]) for k in examples[0]}
+
+
+@dataclasses.dataclass
+class ExampleStore:
+  """Preprocessed examples of one split, addressable by index.
+
+  When every preprocessed example fits in `cache_max_bytes`, all are decoded once at start and
+  kept as stacked arrays; otherwise each batch decodes its examples from the source on demand.
+  """
+  source: Sequence[Mapping[str, object]]
+  preprocess: Preprocess
+  cache_max_bytes: int = 4 * 1024**3
+  name: str = ""
+
+  def __post_init__(self):
+    self._cache: Batch | None = None
+    n = len(self.source)
+    if n == 0:
+      raise ValueError(f"dataset {self.name or '?'} has no examples")
+    first = self.preprocess(self.source[0])
+    self.example_bytes = sum(np.asarray(v).nbytes for v in first.values())
+    if self.example_bytes * n <= self.cache_max_bytes:
+      self._cache = self._decode(np.arange(n))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  @property
+  def cached(self) -> bool:
+    return self._cache is not None
+
+  def _decode(self, indices: np.ndarray) -> Batch:
+    getitems = getattr(self.source, "__getitems__", None)
+    raw = getitems(list(map(int, indices))) if getitems else [self.source[int(i)] for i in indices]
+    return _stack([self.preprocess(ex) for ex in raw])
+
+  def get(self, indices: np.ndarray) -> Batch:
+    if self._cache is not None:
+      return {k: v[indices] for k, v in self._cache.items()}
+    return self._decode(indices)
+
+
+def _finalize(batch: Batch, image_keys: Sequence[str]) -> Batch:
+  """uint8 images -> float32 in [0, 1]; everything else unchanged."""
+  for k in image_keys:
+    batch[k] = batch[k].astype(np.float32) * np.float32(1 / 255)
+  return batch
+
+
+def host_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+  if global_batch % process_count:
+    raise ValueError(f"global batch size {global_batch} is not divisible by the number of "
+                     f"processes {process_count}")
+  local = global_batch // process_count
+  return slice(process_index * local, (process_index + 1) * local)
+
+
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
+  steps = num_examples // global_batch
+  if steps == 0:
+    raise ValueError(f"train split has {num_examples} examples, fewer than one batch of "
+                     f"{global_batch}; lower train.batch_size")
+  return steps
+
+
+def epoch_plan(num_examples: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  """The shuffled order and per-example flip decisions of one epoch; a pure function of its args."""
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(num_examples)
+  flips = rng.random(num_examples) < 0.5
+  return order, flips
+
+
+def train_batches(store: ExampleStore, global_batch: int, seed: int, start_step: int = 0,
+                  flip_keys: Sequence[str] = (), image_keys: Sequence[str] = ("image",),
+                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """Endless stream of this host's share of each global training batch, from `start_step` on.
+
+  Each epoch is a fresh permutation (incomplete last batch dropped). When `flip_keys` is given,
+  each example is mirrored left-right with probability 1/2, the same way in every listed key
+  (image and mask stay aligned). Step `s` yields the same batch whether or not the run restarted.
+  """
+  spe = steps_per_epoch(len(store), global_batch)
+  mine = host_slice(global_batch, process_index, process_count)
+  step = start_step
+  while True:
+    epoch, offset = divmod(step, spe)
+    order, flips = epoch_plan(len(store), seed, epoch)
+    for s in range(offset, spe):
+      idx = order[s * global_batch:(s + 1) * global_batch][mine]
+      batch = store.get(idx)
+      if flip_keys:
+        f = flips[s * global_batch:(s + 1) * global_batch][mine]
+        for k in flip_keys:
+          batch[k][f] = batch[k][f][:, :, ::-1]
+      yield _finalize(batch, image_keys)
+    step = (epoch + 1) * spe
+
+
+def eval_batches(store: ExampleStore, global_batch: int, image_keys: Sequence[str] = ("image",),
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """Every example exactly once, in order. The last batch is padded (repeating example 0) and
+  carries `valid` = 0 on padding, so metrics can ignore it; shapes never change."""
+  n = len(store)
+  mine = host_slice(global_batch, process_index, process_count)
+  for start in range(0, n, global_batch):
+    idx = np.arange(start, start + global_batch)
+    valid = idx < n
+    idx = np.where(valid, idx, 0)
+    batch = store.get(idx[mine])
+    batch["valid"] = valid[mine].astype(np.float32)
+    yield _finalize(batch, image_keys)
+
+
+def num_eval_batches(num_examples: int, global_batch: int) -> int:
+  return -(-num_examples // global_batch)

@@ -1,0 +1,114 @@
+"""UNet (Ronneberger et al. 2015) in Flax Linen, configurable for the down/up-sampling ablation.
+
+Encoder: `depth` levels of [conv3x3-norm-ReLU] x 2, each followed by a 2x downsample
+(2x2 max-pool, or a 3x3 stride-2 conv keeping the channel count); bottleneck with
+`base_features * 2**depth` channels; decoder: 2x upsample halving the channels (2x2 stride-2
+transposed conv, or resize x2 then 3x3 conv), concatenation with the skip, [conv-norm-ReLU] x 2;
+final 1x1 conv to `num_outputs` logits at the input resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+DOWNSAMPLE = ("maxpool", "strided_conv")
+UPSAMPLE = ("transpose_conv", "upsample")
+NORMS = ("batch", "group", "none")
+
+
+def _norm(kind: str, train: bool, name: str, features: int):
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+  if kind == "group":
+    return nn.GroupNorm(num_groups=8 if features % 8 == 0 else 1, name=name)
+  if kind == "none":
+    return lambda x: x
+  raise ValueError(f"model.norm={kind!r}; allowed: {NORMS}")
+
+
+class ConvBlock(nn.Module):
+  """[conv3x3 - norm - ReLU] x 2, then optional dropout."""
+  features: int
+  norm: str = "batch"
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for i in range(2):
+      x = nn.Conv(self.features, (3, 3), use_bias=self.norm == "none", name=f"conv{i}")(x)
+      x = nn.relu(_norm(self.norm, train, f"norm{i}", self.features)(x))
+    if self.dropout_rate > 0:
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return x
+
+
+class Downsample(nn.Module):
+  method: str
+
+  @nn.compact
+  def __call__(self, x):
+    if self.method == "maxpool":
+      return nn.max_pool(x, (2, 2), strides=(2, 2))
+    if self.method == "strided_conv":
+      # Padding 1 on each side, as PyTorch's Conv2d(k=3, s=2, p=1): output is exactly H/2.
+      return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+    raise ValueError(f"model.downsample={self.method!r}; allowed: {DOWNSAMPLE}")
+
+
+class Upsample(nn.Module):
+  method: str
+  features: int
+  resize: str = "bilinear"
+
+  @nn.compact
+  def __call__(self, x):
+    if self.method == "transpose_conv":
+      return nn.ConvTranspose(self.features, (2, 2), strides=(2, 2))(x)
+    if self.method == "upsample":
+      b, h, w, c = x.shape
+      x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method=self.resize)
+      return nn.Conv(self.features, (3, 3))(x)
+    raise ValueError(f"model.upsample={self.method!r}; allowed: {UPSAMPLE}")
+
+
+class UNet(nn.Module):
+  """Maps (B, H, W, C) images to (B, H, W, num_outputs) logits; H, W divisible by 2**depth."""
+  num_outputs: int = 1
+  depth: int = 4
+  base_features: int = 32
+  downsample: str = "maxpool"
+  upsample: str = "transpose_conv"
+  upsample_method: str = "bilinear"
+  norm: str = "batch"
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    factor = 2**self.depth
+    if x.shape[1] % factor or x.shape[2] % factor:
+      raise ValueError(f"image size {x.shape[1]}x{x.shape[2]} is not divisible by "
+                       f"2**depth = {factor} (model.depth={self.depth})")
+    block = functools.partial(ConvBlock, norm=self.norm, dropout_rate=self.dropout_rate)
+    skips = []
+    for level in range(self.depth):
+      x = block(self.base_features * 2**level, name=f"down{level}")(x, train)
+      skips.append(x)
+      x = Downsample(self.downsample, name=f"pool{level}")(x)
+    x = block(self.base_features * 2**self.depth, name="bottleneck")(x, train)
+    for level in reversed(range(self.depth)):
+      features = self.base_features * 2**level
+      x = Upsample(self.upsample, features, self.upsample_method, name=f"upsample{level}")(x)
+      x = jnp.concatenate([skips[level], x], axis=-1)
+      x = block(features, name=f"up{level}")(x, train)
+    return nn.Conv(self.num_outputs, (1, 1), name="head")(x)
+
+
+def from_config(model_cfg, num_outputs: int) -> UNet:
+  return UNet(num_outputs=num_outputs, depth=model_cfg.depth,
+              base_features=model_cfg.base_features, downsample=model_cfg.downsample,
+              upsample=model_cfg.upsample, upsample_method=model_cfg.upsample_method,
+              norm=model_cfg.norm, dropout_rate=model_cfg.dropout_rate)
