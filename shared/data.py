@@ -149,7 +149,8 @@ def train_batches(store: ExampleStore, global_batch: int, seed: int, start_step:
 def eval_batches(store: ExampleStore, global_batch: int, image_keys: Sequence[str] = ("image",),
                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
   """Every example exactly once, in order. The last batch is padded (repeating example 0) and
-  carries `valid` = 0 on padding, so metrics can ignore it; shapes never change."""
+  carries `valid` = 0 on padding, so metrics can ignore it; shapes never change. `index` is each
+  example's position in the split, for per-example randomness that does not depend on batching."""
   n = len(store)
   mine = host_slice(global_batch, process_index, process_count)
   for start in range(0, n, global_batch):
@@ -158,6 +159,7 @@ def eval_batches(store: ExampleStore, global_batch: int, image_keys: Sequence[st
     idx = np.where(valid, idx, 0)
     batch = store.get(idx[mine])
     batch["valid"] = valid[mine].astype(np.float32)
+    batch["index"] = idx[mine].astype(np.int32)
     yield _finalize(batch, image_keys)
 
 
