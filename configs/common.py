@@ -25,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.download = True
   # Decoded, preprocessed examples are kept in memory when they take at most this much.
   config.data.cache_max_bytes = 4 * 1024**3
+  # > 0: use only the first N examples of a split (smoke tests, quick experiments).
+  config.data.limit_train = 0
+  config.data.limit_eval = 0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16          # global batch, split over all devices

@@ -60,10 +60,11 @@ class ExampleStore:
   preprocess: Preprocess
   cache_max_bytes: int = 4 * 1024**3
   name: str = ""
+  limit: int = 0  # > 0: only the first `limit` examples (quick experiments and tests)
 
   def __post_init__(self):
     self._cache: Batch | None = None
-    n = len(self.source)
+    n = len(self)
     if n == 0:
       raise ValueError(f"dataset {self.name or '?'} has no examples")
     first = self.preprocess(self.source[0])
@@ -72,7 +73,7 @@ class ExampleStore:
       self._cache = self._decode(np.arange(n))
 
   def __len__(self) -> int:
-    return len(self.source)
+    return min(len(self.source), self.limit) if self.limit > 0 else len(self.source)
 
   @property
   def cached(self) -> bool:
