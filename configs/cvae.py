@@ -1,0 +1,75 @@
+"""Conditional VAE: `--config=configs/cvae.py:DATASET[,modifiers]`, DATASET = mnist | cifar10.
+
+The eval judges decoded images with a classifier trained first by
+`configs/classifier.py:DATASET` (same modifiers), found via `eval.classifier_workdir`
+(default `runs/classifier_DATASET`, or `runs/classifier_DATASET_cpu` with `cpu`).
+
+Modifiers:
+  cpu          small budget that finishes in a few minutes on a 2-core CPU
+  label=NAME   where the label goes: encoder | decoder | both (sets model.label_input)
+  seed=N       seed for init, data order, z samples and wrong labels
+  epochs=N     number of training epochs
+Every field can still be overridden with `--config.FIELD=value`.
+"""
+
+import ml_collections
+
+from configs import common
+from shared import config_args
+
+DATASETS = ("mnist", "cifar10")
+MODIFIERS = {"cpu": False, "label": "", "seed": 0, "epochs": 0}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant, mods = config_args.parse_config_arg(arg, "mnist", MODIFIERS)
+  if variant not in DATASETS:
+    raise ValueError(f"unknown CVAE variant {variant!r}; valid variants: {DATASETS}")
+  mnist = variant == "mnist"
+
+  config = common.base_config()
+  config.task = "cvae.task"
+  config.variant = f"cvae_{variant}"
+  config.seed = mods["seed"]
+
+  config.data.name = variant
+
+  config.model = ml_collections.ConfigDict()
+  config.model.label_input = "both"    # encoder | decoder | both
+  config.model.latent_dim = 16 if mnist else 64
+  config.model.features = (32, 64) if mnist else (32, 64, 128)
+  config.model.hidden = 256 if mnist else 512
+  config.model.embed_dim = 16
+
+  config.loss = ml_collections.ConfigDict()
+  # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.
+  config.loss.likelihood = "bernoulli" if mnist else "discretized_logistic"
+  config.loss.beta = 1.0
+  config.loss.kl_warmup_steps = 0      # beta ramps linearly from 0 over this many steps
+  # Fraction of training examples whose label is replaced by a random wrong one, and where the
+  # wrong label goes: `both` (everywhere the model takes a label) or `encoder` (the decoder keeps
+  # the true label).
+  config.loss.wrong_label_rate = 0.0
+  config.loss.wrong_label_target = "both"
+
+  config.train.batch_size = 128
+  config.train.num_epochs = 10 if mnist else 20
+  config.train.log_every_steps = 100
+  config.train.checkpoint_every_steps = 1000
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_epochs = 0.2
+
+  config.eval.batch_size = 500
+  config.eval.classifier_workdir = f"runs/classifier_{variant}"
+  config.eval.num_iterations = 25
+  config.eval.num_swap_rows = 6
+
+  if mods["cpu"]:
+    config.train.num_epochs = 3 if mnist else 3
+    config.train.eval_every_epochs = config.train.num_epochs
+    config.eval.classifier_workdir = f"runs/classifier_{variant}_cpu"
+  if mods["label"]:
+    config.model.label_input = mods["label"]
+  if mods["epochs"]:
+    config.train.num_epochs = mods["epochs"]
+  return config

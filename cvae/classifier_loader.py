@@ -1,0 +1,66 @@
+"""Loads the judge classifier from its run's workdir for the CVAE eval.
+
+The classifier run's `config.json` (written by the shared loop) rebuilds the model and proves
+which dataset it was trained on; its latest orbax checkpoint gives the parameters. Only
+`params` are restored (the optimizer state is not needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cvae import input_pipeline
+from cvae import models
+
+
+class ClassifierNotFoundError(FileNotFoundError):
+  """`eval.classifier_workdir` does not hold a finished classifier run for this dataset."""
+
+
+def _fail(msg: str):
+  raise ClassifierNotFoundError(
+      f"{msg}. The CVAE eval measures label adherence with a classifier trained first, e.g. "
+      f"`python launch.py --config=configs/classifier.py:mnist --workdir=runs/classifier_mnist`, "
+      f"then pass --config.eval.classifier_workdir=runs/classifier_mnist")
+
+
+def load_classifier(workdir: str, dataset: str):
+  """Returns `(model, variables)` for the classifier trained in `workdir` on `dataset`."""
+  if not workdir:
+    _fail("eval.classifier_workdir is empty")
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    _fail(f"eval.classifier_workdir={workdir!r} has no config.json (no classifier run there)")
+  with open(config_path) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  if cfg.get("task") != "cvae.classifier_task":
+    _fail(f"eval.classifier_workdir={workdir!r} holds a {cfg.get('task')!r} run, not a "
+          f"classifier (task 'cvae.classifier_task')")
+  if cfg.data.name != dataset:
+    _fail(f"eval.classifier_workdir={workdir!r} holds a classifier trained on "
+          f"{cfg.data.name!r}, but this CVAE uses data.name={dataset!r}")
+  ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False)) \
+      if os.path.isdir(ckpt_dir) else None
+  step = manager.latest_step() if manager is not None else None
+  if step is None:
+    _fail(f"eval.classifier_workdir={workdir!r} has no checkpoint in {ckpt_dir}")
+
+  num_classes = len(input_pipeline.CLASS_NAMES[dataset])
+  model = models.classifier_from_config(cfg.model, num_classes)
+  shape = (1,) + input_pipeline.IMAGE_SHAPES[dataset]
+  template = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros(shape, np.float32)))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, template["params"])}
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item=abstract,
+      restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), abstract),
+      partial_restore=True))
+  manager.close()
+  return model, {"params": restored["params"]}

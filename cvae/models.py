@@ -1,0 +1,157 @@
+"""Flax Linen CVAE (conv encoder / decoder) and the small CNN classifier that judges its outputs.
+
+Where the label enters is `label_input`:
+  encoder   an extra input channel: one-hot -> learned embedding -> Dense to H*W, tiled as a map
+  decoder   the embedded label concatenated to z
+  both      both of the above (separate embeddings)
+With `encoder` only, the decoder never sees the label, so a wrong label can change the output
+only through z.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LABEL_INPUTS = ("encoder", "decoder", "both")
+
+
+def uses_encoder_label(label_input: str) -> bool:
+  return label_input in ("encoder", "both")
+
+
+def uses_decoder_label(label_input: str) -> bool:
+  return label_input in ("decoder", "both")
+
+
+class LabelEmbed(nn.Module):
+  """One-hot label -> learned embedding (a Dense on the one-hot vector)."""
+  num_classes: int
+  dim: int
+
+  @nn.compact
+  def __call__(self, labels):
+    return nn.Dense(self.dim, name="embed")(jax.nn.one_hot(labels, self.num_classes))
+
+
+class Encoder(nn.Module):
+  latent_dim: int
+  features: Sequence[int]
+  hidden: int
+  num_classes: int
+  embed_dim: int
+  use_label: bool
+
+  @nn.compact
+  def __call__(self, x, labels):
+    h = x
+    if self.use_label:
+      b, height, width, _ = x.shape
+      e = nn.relu(LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels))
+      label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
+      h = jnp.concatenate([x, label_map], axis=-1)
+    for i, f in enumerate(self.features):
+      h = nn.relu(nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", name=f"conv{i}")(h))
+    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    mean = nn.Dense(self.latent_dim, name="mean")(h)
+    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
+    return mean, logvar
+
+
+class Decoder(nn.Module):
+  image_shape: Sequence[int]      # (H, W, C)
+  out_channels: int
+  features: Sequence[int]         # encoder order; used reversed
+  hidden: int
+  num_classes: int
+  embed_dim: int
+  use_label: bool
+
+  @nn.compact
+  def __call__(self, z, labels):
+    h = z
+    if self.use_label:
+      e = LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels)
+      h = jnp.concatenate([z, e], axis=-1)
+    factor = 2**len(self.features)
+    height, width = self.image_shape[0] // factor, self.image_shape[1] // factor
+    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h))
+    h = nn.relu(nn.Dense(height * width * self.features[-1], name="project")(h))
+    h = h.reshape(h.shape[0], height, width, self.features[-1])
+    rev = list(self.features[::-1])
+    for i, f in enumerate(rev[1:] + [rev[-1]]):
+      h = nn.relu(nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", name=f"up{i}")(h))
+    return nn.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(h)
+
+
+class CVAE(nn.Module):
+  """`__call__` runs encode -> sample -> decode; `encode` / `decode` are used alone in eval."""
+  image_shape: Sequence[int]
+  out_channels: int
+  latent_dim: int = 16
+  features: Sequence[int] = (32, 64)
+  hidden: int = 256
+  num_classes: int = 10
+  embed_dim: int = 16
+  label_input: str = "both"
+
+  def setup(self):
+    if self.label_input not in LABEL_INPUTS:
+      raise ValueError(f"model.label_input={self.label_input!r}; allowed: {LABEL_INPUTS}")
+    self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
+                           self.embed_dim, uses_encoder_label(self.label_input))
+    self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
+                           self.num_classes, self.embed_dim, uses_decoder_label(self.label_input))
+
+  def encode(self, x, labels):
+    return self.encoder(x, labels)
+
+  def decode(self, z, labels):
+    return self.decoder(z, labels)
+
+  def __call__(self, x, enc_labels, dec_labels, rng):
+    """Returns (decoder output, mean, logvar); z = mean + sigma * eps with eps from `rng`."""
+    mean, logvar = self.encode(x, enc_labels)
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+    return self.decode(z, dec_labels), mean, logvar
+
+
+def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> CVAE:
+  for f in model_cfg.features:
+    if f <= 0:
+      raise ValueError(f"model.features={tuple(model_cfg.features)}; all must be positive")
+  factor = 2**len(model_cfg.features)
+  if image_shape[0] % factor or image_shape[1] % factor:
+    raise ValueError(f"image size {tuple(image_shape[:2])} is not divisible by 2**len("
+                     f"model.features) = {factor}")
+  return CVAE(image_shape=tuple(image_shape), out_channels=out_channels,
+              latent_dim=model_cfg.latent_dim, features=tuple(model_cfg.features),
+              hidden=model_cfg.hidden, num_classes=num_classes, embed_dim=model_cfg.embed_dim,
+              label_input=model_cfg.label_input)
+
+
+class Classifier(nn.Module):
+  """Two conv blocks (conv-conv-maxpool) and an MLP head; logits over the classes."""
+  num_classes: int = 10
+  features: Sequence[int] = (32, 64)
+  hidden: int = 128
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = x
+    for i, f in enumerate(self.features):
+      h = nn.relu(nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}a")(h))
+      h = nn.relu(nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}b")(h))
+      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return nn.Dense(self.num_classes, name="logits")(h)
+
+
+def classifier_from_config(model_cfg, num_classes: int) -> Classifier:
+  return Classifier(num_classes=num_classes, features=tuple(model_cfg.features),
+                    hidden=model_cfg.hidden, dropout_rate=model_cfg.dropout_rate)

@@ -1,0 +1,171 @@
+"""The CVAE task for the shared loop: negative-ELBO training with wrong-label pairs, test ELBO,
+label-adherence metrics judged by a separately trained classifier, and the three pictures.
+
+Randomness: training draws from the step key the loop passes in; eval draws per example from
+`fold_in(key(seed), index)`, so eval's wrong labels and z samples do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cvae import classifier_loader
+from cvae import input_pipeline
+from cvae import losses
+from cvae import models
+from cvae import pictures
+from shared.task import Task
+
+WRONG_LABEL_TARGETS = ("both", "encoder")
+EVAL_SALT = 0xE7A1
+
+
+def check_config(config) -> None:
+  input_pipeline.check_dataset(config.data.name)
+  if config.model.label_input not in models.LABEL_INPUTS:
+    raise ValueError(f"model.label_input={config.model.label_input!r}; allowed: "
+                     f"{models.LABEL_INPUTS}")
+  if config.loss.likelihood not in losses.LIKELIHOODS:
+    raise ValueError(f"loss.likelihood={config.loss.likelihood!r}; allowed: {losses.LIKELIHOODS}")
+  rate = config.loss.wrong_label_rate
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f"loss.wrong_label_rate={rate}; must be in [0, 1]")
+  if config.loss.wrong_label_target not in WRONG_LABEL_TARGETS:
+    raise ValueError(f"loss.wrong_label_target={config.loss.wrong_label_target!r}; allowed: "
+                     f"{WRONG_LABEL_TARGETS}")
+  if config.loss.beta < 0:
+    raise ValueError(f"loss.beta={config.loss.beta}; must be >= 0")
+  if config.loss.kl_warmup_steps < 0:
+    raise ValueError(f"loss.kl_warmup_steps={config.loss.kl_warmup_steps}; must be >= 0")
+
+
+def per_example_keys(seed: int, index):
+  base = jax.random.fold_in(jax.random.key(seed), EVAL_SALT)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+
+
+def build_task(config) -> Task:
+  check_config(config)
+  dataset = config.data.name
+  names = input_pipeline.CLASS_NAMES[dataset]
+  num_classes = len(names)
+  image_shape = input_pipeline.IMAGE_SHAPES[dataset]
+  likelihood = config.loss.likelihood
+  out_channels = image_shape[-1] * losses.OUTPUTS_PER_CHANNEL[likelihood]
+  model = models.from_config(config.model, image_shape, out_channels, num_classes)
+  # Fail before training, not after it, when the judge is missing or for another dataset.
+  clf_model, clf_vars = classifier_loader.load_classifier(config.eval.classifier_workdir, dataset)
+  beta, warmup = float(config.loss.beta), int(config.loss.kl_warmup_steps)
+  rate, target = float(config.loss.wrong_label_rate), config.loss.wrong_label_target
+  seed = config.seed
+  num_dims = int(np.prod(image_shape))
+
+  def encode(params, x, y):
+    return model.apply({"params": params}, x, y, method=models.CVAE.encode)
+
+  def decode(params, z, y):
+    return model.apply({"params": params}, z, y, method=models.CVAE.decode)
+
+  def init(rng, batch):
+    k_init, k_z = jax.random.split(rng)
+    variables = model.init({"params": k_init}, batch["image"], batch["label"], batch["label"],
+                           k_z)
+    # Steps seen so far, for the KL warm-up (the loop's loss function is not given the step).
+    return {**variables, "counters": {"step": jnp.zeros((), jnp.int32)}}
+
+  def loss(params, model_state, batch, rng):
+    k_label, k_z = jax.random.split(rng)
+    x, y = batch["image"], batch["label"]
+    y_used, replaced = losses.corrupt_labels(k_label, y, rate, num_classes)
+    dec_y = y_used if target == "both" else y
+    out, mean, logvar = model.apply({"params": params}, x, y_used, dec_y, k_z)
+    rec = losses.reconstruction_nll(likelihood, out, x)
+    kl = losses.gaussian_kl(mean, logvar)
+    step = model_state["counters"]["step"]
+    kl_weight = beta * (jnp.minimum(1.0, (step + 1) / warmup) if warmup else 1.0)
+    total = jnp.mean(rec + kl_weight * kl)
+    metrics = {"recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
+               "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+               "wrong_label_fraction": replaced.mean()}
+    return total, (metrics, {"counters": {"step": step + 1}})
+
+  def classify(images):
+    return jnp.argmax(clf_model.apply(clf_vars, images), axis=-1)
+
+  def eval_sums(variables, batch):
+    params = variables["params"]
+    x, y, valid = batch["image"], batch["label"], batch["valid"]
+    keys = per_example_keys(seed, batch["index"])
+    k_label, k_z = jax.vmap(jax.random.split, out_axes=1)(keys)
+    y_wrong = jax.vmap(lambda k, t: losses.wrong_labels(k, t, num_classes))(k_label, y)
+    mean, logvar = encode(params, x, y)
+    eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:]))(k_z)
+    out = decode(params, mean + jnp.exp(0.5 * logvar) * eps, y)
+    rec = losses.reconstruction_nll(likelihood, out, x)
+    kl = losses.gaussian_kl(mean, logvar)
+    # Decoding uses the posterior mean: the model's reconstruction, no sampling noise.
+    as_image = lambda o: losses.decoded_image(likelihood, o)
+    img_true = as_image(decode(params, mean, y))
+    mean_wrong, _ = encode(params, x, y_wrong)     # wrong label everywhere, encoder included
+    img_wrong = as_image(decode(params, mean_wrong, y_wrong))
+    img_wrong_dec = as_image(decode(params, mean, y_wrong))   # encoder keeps the true label
+    hit = lambda imgs, labels: jnp.sum((classify(imgs) == labels) * valid)
+    return {"neg_elbo_sum": jnp.sum((rec + kl) * valid), "recon_sum": jnp.sum(rec * valid),
+            "kl_sum": jnp.sum(kl * valid), "adherence": hit(img_wrong, y_wrong),
+            "adherence_decoder_only": hit(img_wrong_dec, y_wrong),
+            "true_label": hit(img_true, y), "classifier_correct": hit(x, y),
+            "count": jnp.sum(valid)}
+
+  def summarize(sums):
+    n = max(float(sums["count"]), 1.0)
+    out = {"neg_elbo": float(sums["neg_elbo_sum"]) / n, "recon": float(sums["recon_sum"]) / n,
+           "kl": float(sums["kl_sum"]) / n,
+           "label_adherence": float(sums["adherence"]) / n,
+           "label_adherence_decoder_only": float(sums["adherence_decoder_only"]) / n,
+           "true_label_accuracy": float(sums["true_label"]) / n,
+           "classifier_accuracy": float(sums["classifier_correct"]) / n}
+    if likelihood == "discretized_logistic":   # a code length for 8-bit pixels
+      out["bits_per_dim"] = out["neg_elbo"] / (num_dims * math.log(2))
+    return out
+
+  @jax.jit
+  def reconstruct(params, x, enc_y, dec_y):
+    mean, _ = encode(params, x, enc_y)
+    return losses.decoded_image(likelihood, decode(params, mean, dec_y))
+
+  def write_pictures(variables, eval_store, workdir, rng):
+    params = jax.device_get(variables["params"])
+    n = min(25, len(eval_store))
+    batch = eval_store.get(np.arange(n))
+    x = batch["image"].astype(np.float32) / 255
+    y = batch["label"].astype(np.int32)
+    given = np.asarray(losses.wrong_labels(rng, jnp.asarray(y), num_classes))
+    decoded = np.asarray(reconstruct(params, x, given, given))
+    pictures.render(pictures.wrong_label_layout(x, decoded, y, given, names),
+                    os.path.join(workdir, "wrong_labels.png"),
+                    title="test inputs (left) decoded with a random wrong label (right): "
+                          "true -> given")
+    steps, cur = [], x[:1]
+    for _ in range(config.eval.num_iterations):
+      cur = np.asarray(reconstruct(params, cur, given[:1], given[:1]))
+      steps.append(cur[0])
+    pictures.render(pictures.iteration_layout(x[0], steps, int(y[0]), int(given[0]), names),
+                    os.path.join(workdir, "wrong_label_iterations.png"),
+                    title=f"fed back {len(steps)} times with the wrong label {names[given[0]]}")
+    m = min(config.eval.num_swap_rows, n)
+    labels = np.arange(num_classes, dtype=np.int32)
+    swap = np.stack([np.asarray(reconstruct(params, np.repeat(x[i:i + 1], num_classes, 0),
+                                            labels, labels)) for i in range(m)])
+    pictures.save_label_swap_matrix(x[:m], swap, y[:m], names,
+                                    os.path.join(workdir, "label_swap_matrix.png"))
+
+  return Task(load_data=input_pipeline.load_data, init=init, loss=loss, eval_sums=eval_sums,
+              summarize=summarize, write_pictures=write_pictures, flip_keys=(),
+              image_keys=("image",),
+              curve_metrics=("label_adherence", "label_adherence_decoder_only",
+                             "true_label_accuracy"))
