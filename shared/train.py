@@ -71,7 +71,7 @@ def _train_step(state: State, batch, *, task: Task, tx, schedule, seed: int):
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   new_state = {**state, "step": state["step"] + 1, "params": optax.apply_updates(
       state["params"], updates), "model_state": model_state, "opt_state": opt_state}
-  metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads),
+  metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
              "learning_rate": schedule(state["step"])}
   return new_state, metrics
 

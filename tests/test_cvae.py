@@ -1,0 +1,291 @@
+"""CVAE family: shapes, hand-computed ELBO terms, wrong labels, grid layouts, config errors and
+an end-to-end tiny run (classifier, then CVAE) through the shared loop."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, TFDS_DIR  # pylint: disable=unused-import  (sys.path)
+
+from configs import classifier as classifier_configs
+from configs import cvae as cvae_configs
+from cvae import classifier_loader
+from cvae import input_pipeline
+from cvae import losses
+from cvae import models
+from cvae import pictures
+from cvae import task as cvae_task
+
+
+def _sigmoid(v):
+  return 1.0 / (1.0 + math.exp(-v))
+
+
+# ---------------------------------------------------------------- model shapes
+
+
+@pytest.mark.parametrize("dataset,label_input", [("mnist", "encoder"), ("mnist", "decoder"),
+                                                 ("mnist", "both"), ("cifar10", "both")])
+def test_model_shapes(dataset, label_input):
+  config = cvae_configs.get_config(f"{dataset},label={label_input}")
+  config.model.features = (4, 8) if dataset == "mnist" else (4, 8, 8)
+  config.model.hidden = 16
+  shape = input_pipeline.IMAGE_SHAPES[dataset]
+  out_ch = shape[-1] * losses.OUTPUTS_PER_CHANNEL[config.loss.likelihood]
+  model = models.from_config(config.model, shape, out_ch, 10)
+  x = jnp.zeros((3,) + shape)
+  y = jnp.array([0, 4, 9])
+  variables = model.init(jax.random.key(0), x, y, y, jax.random.key(1))
+  out, mean, logvar = model.apply(variables, x, y, y, jax.random.key(2))
+  assert out.shape == (3,) + shape[:2] + (out_ch,)
+  assert mean.shape == logvar.shape == (3, config.model.latent_dim)
+  params = variables["params"]
+  assert ("label" in params["encoder"]) == (label_input in ("encoder", "both"))
+  assert ("label" in params["decoder"]) == (label_input in ("decoder", "both"))
+
+
+def test_decoder_label_changes_output_only_when_decoder_sees_it():
+  shape = (28, 28, 1)
+  for label_input, should_change in (("encoder", False), ("decoder", True), ("both", True)):
+    cfg = cvae_configs.get_config(f"mnist,label={label_input}").model
+    cfg.features, cfg.hidden = (4, 8), 16
+    model = models.from_config(cfg, shape, 1, 10)
+    z = jax.random.normal(jax.random.key(0), (2, cfg.latent_dim))
+    v = model.init(jax.random.key(0), jnp.zeros((2,) + shape), jnp.zeros(2, jnp.int32),
+                   jnp.zeros(2, jnp.int32), jax.random.key(1))
+    a = model.apply(v, z, jnp.array([1, 1]), method=models.CVAE.decode)
+    b = model.apply(v, z, jnp.array([2, 2]), method=models.CVAE.decode)
+    assert bool(jnp.any(jnp.abs(a - b) > 1e-6)) == should_change, label_input
+
+
+# ---------------------------------------------------------------- ELBO terms
+
+
+def test_gaussian_kl_hand_computed():
+  mean = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+  logvar = jnp.array([[0.0, math.log(2.0)], [0.0, 0.0]])
+  kl = losses.gaussian_kl(mean, logvar)
+  # 0.5 * [(1 + 1 - 1 - 0) + (2 + 0 - 1 - log 2)]; the standard normal has KL 0.
+  np.testing.assert_allclose(kl, [0.5 * (1 + 1 - math.log(2.0)), 0.0], rtol=1e-6, atol=1e-7)
+
+
+def test_bernoulli_nll_hand_computed():
+  logits = jnp.array([0.0, math.log(3.0), math.log(3.0), -50.0]).reshape(1, 2, 2, 1)
+  x = jnp.array([0.3, 1.0, 0.0, 0.0]).reshape(1, 2, 2, 1)
+  # p = 0.5 -> log 2 whatever x is; p = 0.75 -> -log .75 (x=1), -log .25 (x=0); p ~ 0, x=0 -> ~0.
+  expected = math.log(2.0) - math.log(0.75) - math.log(0.25) + math.log1p(math.exp(-50.0))
+  np.testing.assert_allclose(losses.bernoulli_nll(logits, x), [expected], rtol=1e-6)
+
+
+def test_discretized_logistic_hand_computed():
+  mean = jnp.zeros((1, 1, 3, 1))
+  log_scale = jnp.zeros((1, 1, 3, 1))
+  x = jnp.array([0.0, 128.0, 255.0]).reshape(1, 1, 3, 1) / 255.0
+  c = 2 * 128 / 255 - 1                        # pixel 128 on [-1, 1]
+  p0 = _sigmoid(-1 + 1 / 255)                  # left tail bin
+  p128 = _sigmoid(c + 1 / 255) - _sigmoid(c - 1 / 255)
+  p255 = 1 - _sigmoid(1 - 1 / 255)             # right tail bin
+  expected = -(math.log(p0) + math.log(p128) + math.log(p255))
+  np.testing.assert_allclose(losses.discretized_logistic_nll(mean, log_scale, x), [expected],
+                             rtol=1e-5)
+
+
+def test_discretized_logistic_is_a_distribution_over_256_values():
+  values = jnp.arange(256, dtype=jnp.float32).reshape(1, 1, 256, 1) / 255.0
+  for m, s in ((0.0, -1.0), (0.3, -3.0), (-0.9, 0.5)):
+    nll = jax.vmap(lambda v: losses.discretized_logistic_nll(
+        jnp.full((1, 1, 1, 1), m), jnp.full((1, 1, 1, 1), s), v.reshape(1, 1, 1, 1)))(
+            values.reshape(256))
+    np.testing.assert_allclose(jnp.sum(jnp.exp(-nll)), 1.0, rtol=2e-3)
+
+
+# ---------------------------------------------------------------- wrong labels
+
+
+def test_wrong_labels_never_true_and_cover_all_others():
+  labels = jnp.tile(jnp.arange(10), 5000)
+  wrong = losses.wrong_labels(jax.random.key(0), labels, 10)
+  assert not bool(jnp.any(wrong == labels))
+  assert int(wrong.min()) == 0 and int(wrong.max()) == 9
+  counts = np.bincount(np.asarray(wrong[labels == 3]), minlength=10)
+  assert counts[3] == 0 and counts.min(initial=10**9, where=np.arange(10) != 3) > 400
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 1.0])
+def test_corrupt_labels_follow_rate(rate):
+  labels = jnp.tile(jnp.arange(10), 10000)
+  used, replaced = losses.corrupt_labels(jax.random.key(1), labels, rate, 10)
+  assert abs(float(replaced.mean()) - rate) < 0.01
+  assert not bool(jnp.any(used[replaced] == labels[replaced]))
+  assert bool(jnp.all(used[~replaced] == labels[~replaced]))
+
+
+def test_eval_wrong_labels_depend_on_index_not_batching():
+  keys_a = cvae_task.per_example_keys(0, jnp.arange(8))
+  keys_b = cvae_task.per_example_keys(0, jnp.arange(4, 8))
+  wa = jax.vmap(lambda k: losses.wrong_labels(k, jnp.int32(3), 10))(keys_a)
+  wb = jax.vmap(lambda k: losses.wrong_labels(k, jnp.int32(3), 10))(keys_b)
+  np.testing.assert_array_equal(wa[4:], wb)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def test_wrong_label_grid_layout():
+  names = input_pipeline.CLASS_NAMES["cifar10"]
+  inputs = np.random.default_rng(0).random((25, 8, 8, 3))
+  decoded = np.random.default_rng(1).random((25, 8, 8, 3))
+  true = np.arange(25) % 10
+  given = (true + 1 + np.arange(25) % 9) % 10
+  tiles = pictures.wrong_label_layout(inputs, decoded, true, given, names)
+  left = [t for t in tiles if t.col < 5]
+  right = [t for t in tiles if t.col > 5]
+  assert len(left) == len(right) == 25 and len(tiles) == 50
+  assert {(t.row, t.col) for t in right} == {(r, c) for r in range(5) for c in range(6, 11)}
+  for i, t in enumerate(right):                   # row-major, image i at (i // 5, 6 + i % 5)
+    assert (t.row, t.col) == (i // 5, 6 + i % 5)
+    np.testing.assert_array_equal(t.image, decoded[i])
+    assert t.title == f"{names[true[i]]} -> {names[given[i]]}"
+    np.testing.assert_array_equal(left[i].image, inputs[i])
+    assert names[true[i]] in left[i].title
+  assert right[0].title == "airplane -> automobile"
+
+
+def test_iteration_layout_and_render(tmp_path):
+  steps = [np.full((6, 6, 1), i / 25) for i in range(25)]
+  tiles = pictures.iteration_layout(np.zeros((6, 6, 1)), steps, 3, 8, [str(d) for d in range(10)])
+  assert len(tiles) == 26 and tiles[0].title == "input (3)"
+  assert tiles[25].title == "step 25 (8)" and (tiles[25].row, tiles[25].col) == (5, 0)
+  np.testing.assert_array_equal(tiles[7].image, steps[6])
+  path = str(tmp_path / "it.png")
+  pictures.render(tiles, path)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  w, h = Image.open(path).size
+  assert h > w  # 6 rows of 5 tiles
+
+
+# ---------------------------------------------------------------- config errors
+
+
+def test_config_variants_and_modifiers():
+  c = cvae_configs.get_config("cifar10,cpu,label=decoder")
+  assert c.data.name == "cifar10" and c.model.label_input == "decoder"
+  assert c.loss.likelihood == "discretized_logistic"
+  assert cvae_configs.get_config("mnist").loss.likelihood == "bernoulli"
+  with pytest.raises(ValueError, match="valid variants"):
+    cvae_configs.get_config("svhn")
+  with pytest.raises(ValueError, match="valid variants"):
+    classifier_configs.get_config("svhn")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.label_input", "middle", "model.label_input"),
+    ("loss.wrong_label_rate", 1.5, "loss.wrong_label_rate"),
+    ("loss.wrong_label_rate", -0.1, "loss.wrong_label_rate"),
+    ("loss.wrong_label_target", "decoder", "loss.wrong_label_target"),
+    ("loss.likelihood", "gaussian_mix", "loss.likelihood"),
+    ("data.name", "svhn", "data.name"),
+])
+def test_bad_fields_are_named(field, value, match):
+  config = cvae_configs.get_config("mnist")
+  group, name = field.split(".")
+  config[group][name] = value
+  with pytest.raises(ValueError, match=match):
+    cvae_task.check_config(config)
+
+
+def test_missing_classifier_is_a_clear_error(tmp_path):
+  with pytest.raises(classifier_loader.ClassifierNotFoundError, match="is empty"):
+    classifier_loader.load_classifier("", "mnist")
+  with pytest.raises(classifier_loader.ClassifierNotFoundError, match="no config.json"):
+    classifier_loader.load_classifier(str(tmp_path), "mnist")
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump({"task": "cvae.classifier_task", "data": {"name": "mnist"}}, f)
+  with pytest.raises(classifier_loader.ClassifierNotFoundError, match="no checkpoint"):
+    classifier_loader.load_classifier(str(tmp_path), "mnist")
+  with pytest.raises(classifier_loader.ClassifierNotFoundError, match="trained on 'mnist'"):
+    classifier_loader.load_classifier(str(tmp_path), "cifar10")
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _tiny(config, tfds_dir):
+  config.data.data_dir = tfds_dir
+  config.data.download = False
+  config.data.limit_train = 128
+  config.data.limit_eval = 60
+  config.train.batch_size = 32
+  config.train.num_epochs = 2
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 4
+  config.eval.batch_size = 32     # 60 examples: the last batch is padded
+  config.model.features = (4, 8)
+  config.model.hidden = 16
+  return config
+
+
+@pytest.fixture(scope="module")
+def mnist_dir():
+  if not os.path.isdir(os.path.join(TFDS_DIR, "mnist")):
+    pytest.skip(f"prepared mnist not found in {TFDS_DIR} (set TFDS_DATA_DIR)")
+  return TFDS_DIR
+
+
+def test_end_to_end_tiny(tmp_path, mnist_dir):
+  from shared import train  # pylint: disable=g-import-not-at-top
+  clf_dir = str(tmp_path / "clf")
+  clf = train.train_and_evaluate(_tiny(classifier_configs.get_config("mnist,cpu"), mnist_dir),
+                                 clf_dir)
+  assert 0.0 <= clf["accuracy"] <= 1.0 and clf["num_eval_examples"] == 60
+  assert os.path.exists(os.path.join(clf_dir, "predictions.png"))
+
+  config = _tiny(cvae_configs.get_config("mnist,cpu"), mnist_dir)
+  config.model.latent_dim = 4
+  config.loss.wrong_label_rate = 0.2
+  config.loss.kl_warmup_steps = 3
+  config.eval.classifier_workdir = clf_dir
+  config.eval.num_iterations = 3
+  config.eval.num_swap_rows = 2
+  work = str(tmp_path / "cvae")
+  result = train.train_and_evaluate(config, work)
+  with open(os.path.join(work, "eval.json")) as f:
+    on_disk = json.load(f)
+  for key in ("neg_elbo", "recon", "kl", "label_adherence", "label_adherence_decoder_only",
+              "true_label_accuracy", "classifier_accuracy", "num_params", "step",
+              "train_time_s", "config"):
+    assert key in on_disk, key
+  assert on_disk["step"] == 8 and on_disk["num_params"] > 0
+  np.testing.assert_allclose(on_disk["neg_elbo"], on_disk["recon"] + on_disk["kl"], rtol=1e-5)
+  assert 0 < on_disk["neg_elbo"] < 784 * math.log(2) * 2
+  # The classifier's accuracy on real test images is the classifier run's own figure.
+  np.testing.assert_allclose(on_disk["classifier_accuracy"], clf["accuracy"], atol=1e-6)
+  for key in ("label_adherence", "label_adherence_decoder_only", "true_label_accuracy"):
+    assert 0.0 <= on_disk[key] <= 1.0
+  assert on_disk["config"]["loss"]["wrong_label_rate"] == 0.2
+  assert result["neg_elbo"] == on_disk["neg_elbo"]
+  for png in ("wrong_labels.png", "wrong_label_iterations.png", "label_swap_matrix.png",
+              "curves.png"):
+    assert os.path.getsize(os.path.join(work, png)) > 1000, png
+  records = [json.loads(l) for l in open(os.path.join(work, "metrics.jsonl"))]
+  weights = [r["kl_weight"] for r in records if r.get("kind") == "train"]
+  assert weights and weights[-1] == pytest.approx(1.0)   # warm-up over after 3 of 8 steps
+
+  # Eval metrics do not depend on the eval batch size (per-example keys, padding masked).
+  config.mode = "eval"
+  config.eval.batch_size = 20
+  again = train.train_and_evaluate(config, work)
+  for key in ("neg_elbo", "label_adherence", "label_adherence_decoder_only",
+              "true_label_accuracy"):
+    np.testing.assert_allclose(again[key], on_disk[key], rtol=1e-4, err_msg=key)
+
+  # A classifier for another dataset is refused before any training.
+  other = _tiny(cvae_configs.get_config("cifar10,cpu"), mnist_dir)
+  other.eval.classifier_workdir = clf_dir
+  with pytest.raises(classifier_loader.ClassifierNotFoundError, match="trained on 'mnist'"):
+    train.train_and_evaluate(other, str(tmp_path / "other"))
