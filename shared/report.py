@@ -29,13 +29,15 @@ import dataclasses
 import glob
 import io
 import json
-import math
 import os
 from typing import Any, Iterable, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from shared import report_stats
+from shared.report_stats import mean_std, Stat  # pylint: disable=g-importing-member (re-export)
 
 # eval.json keys that describe a run rather than measure the model.
 META_KEYS = ("variant", "task", "num_params", "num_eval_examples", "step", "train_time_s",
@@ -250,29 +252,8 @@ def _label_rows(rows: list[Row]) -> None:
       row.label = "/".join([row.variant or row.task, *parts])
 
 
-@dataclasses.dataclass(frozen=True)
-class Stat:
-  """Mean and sample standard deviation (ddof=1); `std` is None when n < 2."""
-  mean: float | None
-  std: float | None
-  n: int
-
-
-def mean_std(values: Iterable[Any]) -> Stat:
-  """Ignores missing (None / NaN) values; n counts the values used."""
-  vals = [float(v) for v in values
-          if v is not None and not isinstance(v, bool) and not math.isnan(float(v))]
-  n = len(vals)
-  if n == 0:
-    return Stat(None, None, 0)
-  mean = sum(vals) / n
-  if n < 2:
-    return Stat(mean, None, n)
-  return Stat(mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)), n)
-
-
 def row_stat(row: Row, key: str) -> Stat:
-  return mean_std(r.eval.get(key) for r in row.runs)
+  return report_stats.run_stat(row.runs, key)
 
 
 def best_rows(rows: Sequence[Row], metric: str, lower_is_better: bool) -> set[int]:

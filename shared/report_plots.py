@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from shared import report_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 if TYPE_CHECKING:
   from shared.report import Row, TaskSpec
 
@@ -32,12 +34,11 @@ def _headline(rows: Sequence["Row"], spec: "TaskSpec") -> list[str]:
 
 def bar_chart(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
   """One panel per headline metric: a bar per row (mean), error bar = sample std over seeds."""
-  from shared import report  # pylint: disable=g-import-not-at-top
   metrics = _headline(rows, spec)
   fig, axes = _panels(len(metrics), max(3.0, 0.55 * len(rows) + 1.5), 4.5)
   x = np.arange(len(rows))
   for ax, m in zip(axes, metrics):
-    stats = [report.row_stat(row, m) for row in rows]
+    stats = [report_stats.run_stat(row.runs, m) for row in rows]
     means = [np.nan if s.mean is None else s.mean for s in stats]
     errs = [0.0 if s.std is None else s.std for s in stats]
     ax.bar(x, means, yerr=errs, capsize=4, color=[f"C{i % 10}" for i in range(len(rows))])
