@@ -257,10 +257,13 @@ def row_stat(row: Row, key: str) -> Stat:
 
 
 def best_rows(rows: Sequence[Row], metric: str, lower_is_better: bool) -> set[int]:
-  """Indices of the rows with the best mean (ties all count); none with fewer than 2 rows."""
+  """Indices of the rows with the best mean (ties all count).
+
+  None when fewer than 2 rows have the metric or all their means are equal: nothing stands out.
+  """
   means = {i: row_stat(row, metric).mean for i, row in enumerate(rows)}
   means = {i: m for i, m in means.items() if m is not None}
-  if len(means) < 2:
+  if len(means) < 2 or len(set(means.values())) == 1:
     return set()
   target = min(means.values()) if lower_is_better else max(means.values())
   return {i for i, m in means.items() if m == target}

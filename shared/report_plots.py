@@ -98,23 +98,25 @@ def learning_curves(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
   fig, axes = _panels(len(metrics), 5.0, 4.0 + 0.25 * legend_rows)
   drawn = False
   for ax, m in zip(axes, metrics):
+    panel_drawn = False
     for i, row in enumerate(rows):
       steps, mean, std = mean_curve([read_eval_curve(r.workdir, m) for r in row.runs])
       if not steps:
         continue
-      drawn = True
+      drawn = panel_drawn = True
       ax.plot(steps, mean, marker="o", markersize=3, color=f"C{i % 10}",
               label=f"{row.label} (n={len(row.runs)})")
       if np.any(std > 0):
         ax.fill_between(steps, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
+    if not panel_drawn:
+      ax.text(0.5, 0.5, f"no eval records of {m}", ha="center", va="center",
+              transform=ax.transAxes)
     ax.set_title(m, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   if drawn:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=8)
-  else:
-    axes[0].text(0.5, 0.5, "no eval records in metrics.jsonl", ha="center", va="center")
   fig.suptitle(f"{spec.title}: test metrics during training, mean over seeds (band: ± std)",
                fontsize=10)
   fig.tight_layout(rect=(0, 0.25 * legend_rows / (4.0 + 0.25 * legend_rows) + 0.02, 1, 1))
