@@ -41,9 +41,11 @@ from shared.report_stats import mean_std, Stat  # pylint: disable=g-importing-me
 
 # eval.json keys that describe a run rather than measure the model.
 META_KEYS = ("variant", "task", "num_params", "num_eval_examples", "step", "train_time_s",
-             "images_per_s", "num_devices", "config")
+             "images_per_s", "num_devices", "skipped_train_examples", "skipped_eval_examples",
+             "config")
 # Config fields that may differ between seeds of one row without making them incomparable.
-IGNORED_FIELDS = ("seed", "variant", "task", "mode", "workdir", "data.data_dir", "data.download",
+IGNORED_FIELDS = ("seed", "variant", "task", "mode", "allow_config_change", "workdir",
+                  "data.data_dir", "data.download",
                   "data.cache_max_bytes", "train.log_every_steps", "train.checkpoint_every_steps",
                   "train.max_to_keep", "train.eval_every_epochs", "eval.num_pictures",
                   "eval.num_swap_rows", "eval.num_iterations", "eval.classifier_workdir")
@@ -93,13 +95,19 @@ TASKS = {
 
 
 def spec_for(task: str, evals: Sequence[dict]) -> TaskSpec:
-  """The task's spec, or one inferred from the numeric keys of its eval.json files."""
-  if task in TASKS:
-    return TASKS[task]
-  metrics = sorted({k for e in evals for k, v in e.items()
+  """The task's spec, with any metric its eval.json files have beyond it appended.
+
+  An unknown task gets a spec of all its numeric eval.json keys, so new families show up
+  without a change here (add them to `TASKS` for factors and headline metrics).
+  """
+  numeric = sorted({k for e in evals for k, v in e.items()
                     if k not in META_KEYS and isinstance(v, (int, float))
                     and not isinstance(v, bool)})
-  return TaskSpec(task.replace(".", "_"), task, (), tuple(metrics), tuple(metrics[:3]))
+  if task in TASKS:
+    spec = TASKS[task]
+    extra = tuple(k for k in numeric if k not in spec.metrics)
+    return dataclasses.replace(spec, metrics=spec.metrics + extra) if extra else spec
+  return TaskSpec(task.replace(".", "_"), task, (), tuple(numeric), tuple(numeric[:3]))
 
 
 @dataclasses.dataclass

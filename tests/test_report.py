@@ -295,11 +295,15 @@ def test_errors_name_the_bad_folder_or_file(tmp_path):
     report.load_run(str(bad))
 
 
-def test_unknown_task_metrics_are_inferred(tmp_path):
+def test_unknown_task_and_new_metrics_are_inferred(tmp_path):
   config = {"task": "new.task", "variant": "v", "seed": 0}
-  write_run(str(tmp_path / "a"), config, {"zeta": 1.0, "alpha": 2.0})
+  write_run(str(tmp_path / "a"), config, {"zeta": 1.0, "alpha": 2.0, "skipped_eval_examples": 0})
+  write_run(str(tmp_path / "b"), unet_config("mp_tr_bce", 0), {"dice": 0.5, "new_metric": 3.0})
   result = report.write_report([str(tmp_path)], str(tmp_path / "out"))
-  assert "alpha ↑" in result["markdown"] and "zeta ↑" in result["markdown"]
+  md = result["markdown"]
+  assert "| v | 1 (0) | 2.0000 ± n/a | 1.0000 ± n/a |" in md   # alpha, zeta: sorted
+  assert "skipped_eval_examples" not in md and "num_params ↑" not in md
+  assert "| dice ↑ | new_metric ↑ |" in md
 
 
 def test_cli(unet_root, tmp_path):
