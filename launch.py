@@ -1,20 +1,26 @@
 """Trains and evaluates any model family of this project from one config.
 
   python launch.py --config=configs/unet.py:strconv_ups_dice --workdir=runs/strconv_ups_dice
-  python launch.py --config=configs/unet.py:mp_tr_bce,cpu --workdir=runs/mp_tr_bce_cpu \
+  python launch.py --config=configs/unet.py:mp_tr_bce,cpu --workdir=runs/mp_tr_bce_cpu \\
       --config.train.num_epochs=2
-  python launch.py --config=configs/unet.py:mp_tr_bce,cpu --workdir=runs/mp_tr_bce_cpu \
+  python launch.py --config=configs/unet.py:mp_tr_bce,cpu --workdir=runs/mp_tr_bce_cpu \\
       --config.mode=eval
 
 The config's `task` field names the module that builds the model family, so new families
 plug in without touching this file. Re-running with the same workdir resumes training.
+Problems a user can fix (config, data, workdir, NaN loss, preemption) end with one line on
+stderr and a non-zero exit code, not a traceback.
 """
+
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from shared import cli_errors
+from shared import errors
 from shared import sharding
 from shared import train
 
@@ -31,14 +37,28 @@ def _quiet_library_info(record) -> bool:
       n in record.pathname for n in noisy)
 
 
+def _parse_flags(argv):
+  """absl's parser, but a bad --config or override ends in one line naming it."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"config error: {cli_errors.describe(e, argv)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except errors.UserFacingError as e:
+    kind = "preempted" if isinstance(e, errors.Preempted) else "error"
+    print(f"{kind}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

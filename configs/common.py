@@ -14,6 +14,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.variant = ""        # a name for tables and eval.json
   config.mode = "train"      # "train" (resumes by itself) or "eval" (latest checkpoint only)
   config.seed = 0
+  # Resuming a workdir whose config.json differs (in fields that change the computation) is
+  # refused unless this is True.
+  config.allow_config_change = False
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ""
@@ -28,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: use only the first N examples of a split (smoke tests, quick experiments).
   config.data.limit_train = 0
   config.data.limit_eval = 0
+  # An example that cannot be decoded stops the run (naming split and index), or with True is
+  # skipped and counted in eval.json.
+  config.data.skip_bad_examples = False
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16          # global batch, split over all devices

@@ -1,11 +1,29 @@
-"""orbax checkpoints in `workdir/checkpoints`: periodic saves, resume from the latest step."""
+"""orbax checkpoints in `workdir/checkpoints`: periodic saves, resume from the newest good step.
+
+orbax writes each step into a temporary folder and renames it only once complete, so a run
+killed mid-write leaves no half checkpoint under a step name, and old steps are deleted
+(`max_to_keep`) only after a newer one is committed. A step folder that is damaged anyway
+(truncated or deleted files) fails to restore: it is moved aside to `checkpoints_damaged/`,
+with a warning, and the next older step is tried.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from shared.errors import WorkdirError
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ or e.__context__
+  return e
 
 
 class Checkpointer:
@@ -13,6 +31,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.damaged_directory = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -21,21 +40,46 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def restore_latest(self, template):
-    """Latest saved state laid out like `template` (same shapes, dtypes, shardings), or None."""
-    step = self._manager.latest_step()
-    if step is None:
-      return None
+    """Newest restorable state laid out like `template` (shapes, dtypes, shardings), or None."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        self._quarantine(step, e)
+    return None
+
+  def _quarantine(self, step: int, error: BaseException) -> None:
+    cause = _root_cause(error)
+    dest = os.path.join(self.damaged_directory, f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      os.makedirs(self.damaged_directory, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+    logging.warning("checkpoint step %d in %s is damaged (%s: %s); moved it to %s and trying "
+                    "the next older one", step, self.directory, type(cause).__name__,
+                    str(cause)[:200], dest)
+    self._manager.reload()
 
   def save(self, step: int, state) -> None:
     """Starts an asynchronous save; an existing checkpoint for `step` is left as it is."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    try:
+      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:
+      raise self._write_error(step, e) from e
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise self._write_error(None, e) from e
+
+  def _write_error(self, step, e: BaseException) -> WorkdirError:
+    cause = _root_cause(e)
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    return WorkdirError(f"could not write {what} to {self.directory}: "
+                        f"{type(cause).__name__}: {cause} (is the disk full or read-only?)")
 
   def close(self) -> None:
     self._manager.close()

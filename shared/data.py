@@ -13,14 +13,17 @@ import dataclasses
 import os
 from typing import Callable, Iterator, Mapping, Sequence
 
+from absl import logging
 import numpy as np
+
+from shared import errors
 
 Batch = dict[str, np.ndarray]
 Preprocess = Callable[[Mapping[str, object]], Mapping[str, np.ndarray]]
 
 
-class DatasetNotFoundError(RuntimeError):
-  """The prepared dataset is not where we looked and could not be prepared."""
+DatasetNotFoundError = errors.DatasetNotFoundError
+BadExampleError = errors.BadExampleError
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
@@ -55,39 +58,83 @@ class ExampleStore:
 
   When every preprocessed example fits in `cache_max_bytes`, all are decoded once at start and
   kept as stacked arrays; otherwise each batch decodes its examples from the source on demand.
+  An example that cannot be decoded raises `BadExampleError` naming the split and index; with
+  `skip_bad`, every example is checked once at start and the bad ones are left out and counted
+  in `num_skipped` (their indices in `skipped`).
   """
   source: Sequence[Mapping[str, object]]
   preprocess: Preprocess
   cache_max_bytes: int = 4 * 1024**3
   name: str = ""
   limit: int = 0  # > 0: only the first `limit` examples (quick experiments and tests)
+  skip_bad: bool = False
 
   def __post_init__(self):
     self._cache: Batch | None = None
-    n = len(self)
-    if n == 0:
+    total = len(self.source)
+    if self.limit > 0:
+      total = min(total, self.limit)
+    if total == 0:
       raise ValueError(f"dataset {self.name or '?'} has no examples")
-    first = self.preprocess(self.source[0])
-    self.example_bytes = sum(np.asarray(v).nbytes for v in first.values())
-    if self.example_bytes * n <= self.cache_max_bytes:
-      self._cache = self._decode(np.arange(n))
+    self._ids = np.arange(total)        # source index of each usable example
+    self.skipped: list[int] = []
+    fits = False
+    if not self.skip_bad:
+      first = self._decode_one(0)
+      self.example_bytes = sum(np.asarray(v).nbytes for v in first.values())
+      fits = self.example_bytes * total <= self.cache_max_bytes
+    if self.skip_bad or fits:
+      decoded = []
+      for i in range(total):
+        try:
+          decoded.append(self._decode_one(i))
+        except BadExampleError as e:
+          if not self.skip_bad:
+            raise
+          logging.warning("skipping: %s", e)
+          self.skipped.append(i)
+      if not decoded:
+        raise BadExampleError(f"{self.name}: none of the {total} examples could be decoded")
+      self._ids = np.setdiff1d(self._ids, self.skipped)
+      self.example_bytes = sum(np.asarray(v).nbytes for v in decoded[0].values())
+      if self.example_bytes * len(decoded) <= self.cache_max_bytes:
+        self._cache = _stack(decoded)
 
   def __len__(self) -> int:
-    return min(len(self.source), self.limit) if self.limit > 0 else len(self.source)
+    return len(self._ids)
+
+  @property
+  def num_skipped(self) -> int:
+    return len(self.skipped)
 
   @property
   def cached(self) -> bool:
     return self._cache is not None
 
-  def _decode(self, indices: np.ndarray) -> Batch:
-    getitems = getattr(self.source, "__getitems__", None)
-    raw = getitems(list(map(int, indices))) if getitems else [self.source[int(i)] for i in indices]
-    return _stack([self.preprocess(ex) for ex in raw])
+  def _decode_one(self, i: int) -> Mapping[str, np.ndarray]:
+    try:
+      return self.preprocess(self.source[int(i)])
+    except Exception as e:  # any decoder error: corrupt JPEG, truncated record, bad shape ...
+      raise BadExampleError(
+          f"{self.name or 'dataset'} example {int(i)} cannot be decoded "
+          f"({type(e).__name__}: {e}); set --config.data.skip_bad_examples=true to skip such "
+          f"examples (they are counted in eval.json)") from e
 
   def get(self, indices: np.ndarray) -> Batch:
     if self._cache is not None:
       return {k: v[indices] for k, v in self._cache.items()}
-    return self._decode(indices)
+    return _stack([self._decode_one(i) for i in self._ids[np.asarray(indices)]])
+
+
+def load_train_eval(config, preprocess: Preprocess) -> tuple[ExampleStore, ExampleStore]:
+  """The train and eval stores of `config.data`, with its limits, cache and bad-example policy."""
+  d = config.data
+  stores = []
+  for split, limit in ((d.train_split, d.limit_train), (d.eval_split, d.limit_eval)):
+    source = open_source(d.name, split, d.data_dir, d.download)
+    stores.append(ExampleStore(source, preprocess, d.cache_max_bytes, f"{d.name}/{split}", limit,
+                               d.skip_bad_examples))
+  return stores[0], stores[1]
 
 
 def _finalize(batch: Batch, image_keys: Sequence[str]) -> Batch:

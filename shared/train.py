@@ -24,10 +24,13 @@ import optax
 
 from shared import checkpoint
 from shared import data
+from shared import errors
 from shared import metric_writer
 from shared import optim
 from shared import plotting
+from shared import preemption
 from shared import sharding
+from shared import validate
 from shared.task import Task
 
 State = dict[str, Any]
@@ -121,13 +124,52 @@ def _fmt_eta(seconds: float) -> str:
   return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
+def _ensure_writable(workdir: str) -> None:
+  probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise errors.WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e} "
+                              f"(choose another --workdir or free space)") from e
+
+
+def _check_finite(window: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer) -> None:
+  for step, metrics in window:
+    loss = float(metrics["loss"])
+    if not np.isfinite(loss):
+      last = ckpt.latest_step()
+      kept = f"the last good checkpoint (step {last}) is kept" if last is not None else (
+          "no checkpoint was written yet")
+      raise errors.NonFiniteLossError(
+          f"training loss became {loss} at step {step}; stopped, {kept} in {ckpt.directory}. "
+          f"Try a lower --config.optimizer.learning_rate, gradient clipping "
+          f"(--config.optimizer.grad_clip_norm=1.0) or a longer warmup")
+
+
+def _load_config_guard(config, workdir: str, has_checkpoint: bool) -> None:
+  """Refuses to resume a workdir trained with another config; records the config otherwise."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  if has_checkpoint and os.path.exists(path):
+    with open(path) as f:
+      validate.check_resume(json.load(f), current, workdir)
+  if config.mode == "train":
+    _write_json(path, current)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (resuming from `workdir/checkpoints` if present) and evaluates; returns eval.json."""
-  os.makedirs(workdir, exist_ok=True)
-  task = load_task(config)
+  """Trains (resuming from `workdir/checkpoints` if present) and evaluates; returns eval.json.
+
+  Raises the `shared.errors` types for problems a user can fix: bad config, missing data,
+  unwritable workdir, non-finite loss, preemption (after committing a checkpoint).
+  """
+  validate.check_common(config)
+  task = load_task(config)   # task-specific config checks happen here, before any compile
+  _ensure_writable(workdir)
   mesh = sharding.make_mesh()
-  sharding.check_batch_divisible(config.train.batch_size, "train.batch_size")
-  sharding.check_batch_divisible(config.eval.batch_size, "eval.batch_size")
   pidx, pcount = jax.process_index(), jax.process_count()
 
   train_store, eval_store = task.load_data(config)
@@ -139,6 +181,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                len(train_store), "cached" if train_store.cached else "decoded per batch",
                len(eval_store), spe, total_steps, jax.device_count())
 
+  ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+  _load_config_guard(config, workdir, ckpt.latest_step() is not None)
+  if config.mode == "eval" and ckpt.latest_step() is None:
+    raise FileNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
+
   repl = sharding.replicated(mesh)
   train_iter = lambda start: data.train_batches(  # pylint: disable=g-long-lambda
       train_store, batch_size, config.seed, start, task.flip_keys, task.image_keys, pidx, pcount)
@@ -149,13 +196,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
       jax.random.key(config.seed), example).compile({"xla_backend_optimization_level": 0})
   state = init_fn(jax.random.key(config.seed), example)
   n_params = count_params(state["params"])
-
-  ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
   restored = ckpt.restore_latest(state)
   if restored is not None:
     state = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
-  _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  elif config.mode == "eval":
+    raise FileNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
 
   eval_step = jax.jit(task.eval_sums, out_shardings=repl)
   writer = metric_writer.MetricWriter(workdir)
@@ -164,6 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   clock = _Clock()
 
   def run_eval():
+    logging.info("evaluating at step %d", step)
     metrics = evaluate(task, eval_step, state, eval_store, config.eval.batch_size, mesh)
     writer.write("eval", step, metrics)
     logging.info("eval at step %d: %s", step,
@@ -174,12 +221,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     nonlocal state
     elapsed = prior_train_s + time.time() - clock.start
     state = {**state, "train_time_s": jax.device_put(jnp.float32(elapsed), repl)}
+    logging.info("saving checkpoint at step %d", step)
     ckpt.save(step, state)
-
-  if config.mode not in ("train", "eval"):
-    raise ValueError(f"config.mode={config.mode!r}; allowed: 'train', 'eval'")
-  if config.mode == "eval" and restored is None:
-    raise FileNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
 
   final_metrics = None
   if config.mode == "train" and step < total_steps:
@@ -187,46 +230,56 @@ def train_and_evaluate(config, workdir: str) -> dict:
         functools.partial(_train_step, task=task, tx=tx, schedule=schedule, seed=config.seed),
         in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
         donate_argnums=(0,))
-    pending, steps_in_window = [], 0
-    first_step_of_run = True
+    on_device, fetched = [], []   # (step, metrics) not yet fetched / fetched, not yet logged
+    steps_timed, timing_started = 0, False
     it = train_iter(step)
-    while step < total_steps:
-      batch = sharding.to_global(next(it), mesh)
-      state, metrics = train_step(state, batch)
-      step += 1
-      pending.append(metrics)
-      steps_in_window += 1
-      if first_step_of_run:  # compile time is not steady-state throughput
-        jax.block_until_ready(metrics)
-        logging.info("first step (incl. compile) took %.1fs", time.time() - clock.start)
-        first_step_of_run, steps_in_window, pending = False, 0, []
-        clock.resume()
-      epoch_end = step % spe == 0
-      if pending and (step % config.train.log_every_steps == 0 or step == total_steps):
-        host = jax.device_get(pending)   # the only per-log host sync in the loop
-        clock.pause(steps_in_window)
-        steps_in_window = 0
-        means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        ips = clock.steady_steps * batch_size / max(clock.steady_s, 1e-9)
-        eta = (total_steps - step) * batch_size / max(ips, 1e-9)
-        writer.write("train", step, {**means, "images_per_s": ips})
-        logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
-                     total_steps, -(-step // spe), config.train.num_epochs, means["loss"],
-                     ips, _fmt_eta(eta))
-        pending = []
-        clock.resume()
-      epoch = step // spe
-      if epoch_end and epoch % config.train.eval_every_epochs == 0 or step == total_steps:
-        clock.pause(steps_in_window)
-        steps_in_window = 0
-        final_metrics = run_eval()
-        clock.resume()
-      if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
-        clock.pause(steps_in_window)
-        steps_in_window = 0
-        save()
-        clock.resume()
-    clock.pause(steps_in_window)
+    with preemption.PreemptionGuard() as guard:
+      while step < total_steps:
+        batch = sharding.to_global(next(it), mesh)
+        state, metrics = train_step(state, batch)
+        step += 1
+        on_device.append((step, metrics))
+        if not timing_started:
+          jax.block_until_ready(metrics)  # the first step includes compilation: not timed
+          logging.info("first step (incl. compile) took %.1fs", time.time() - clock.start)
+          timing_started = True
+          clock.resume()
+        else:
+          steps_timed += 1
+        is_log = step % config.train.log_every_steps == 0 or step == total_steps
+        is_eval = (step % spe == 0 and (step // spe) % config.train.eval_every_epochs == 0
+                   or step == total_steps)
+        is_save = (step % config.train.checkpoint_every_steps == 0 or step == total_steps
+                   or guard.requested)
+        if is_log or is_save or is_eval:
+          # The only host syncs: every log / eval / checkpoint, never every step.
+          fetched += [(s, m) for s, m in zip([s for s, _ in on_device],
+                                             jax.device_get([m for _, m in on_device]))]
+          on_device = []
+          clock.pause(steps_timed)
+          steps_timed = 0
+          _check_finite(fetched, ckpt)   # before any checkpoint of a broken state is written
+        if is_log:
+          means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+          ips = clock.steady_steps * batch_size / max(clock.steady_s, 1e-9)
+          eta = (total_steps - step) * batch_size / max(ips, 1e-9)
+          writer.write("train", step, {**means, "images_per_s": ips})
+          logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
+                       total_steps, -(-step // spe), config.train.num_epochs, means["loss"],
+                       ips, _fmt_eta(eta))
+          fetched = []
+        if is_eval:
+          final_metrics = run_eval()
+        if is_save:
+          save()
+        if guard.requested:
+          ckpt.wait()
+          raise errors.Preempted(
+              f"received {guard.signal_name} at step {step}/{total_steps}: checkpoint committed "
+              f"to {ckpt.directory}. Re-run the same command to resume.", guard.signum)
+        if is_log or is_save or is_eval:
+          clock.resume()
+    clock.pause(steps_timed)
 
   if final_metrics is None:
     final_metrics = run_eval()
@@ -240,7 +293,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "variant": config.variant, "task": config.task, **final_metrics,
       "num_params": n_params, "num_eval_examples": len(eval_store), "step": step,
       "train_time_s": train_time_s, "images_per_s": images_per_s,
-      "num_devices": jax.device_count(), "config": json.loads(config.to_json_best_effort()),
+      "num_devices": jax.device_count(),
+      "skipped_train_examples": train_store.num_skipped,
+      "skipped_eval_examples": eval_store.num_skipped,
+      "config": json.loads(config.to_json_best_effort()),
   }
   _write_json(os.path.join(workdir, "eval.json"), result)
   if pidx == 0:

@@ -29,11 +29,4 @@ def preprocess(example, image_size: int) -> dict[str, np.ndarray]:
 
 def load_data(config) -> tuple[data.ExampleStore, data.ExampleStore]:
   size = config.data.image_size
-  stores = []
-  for split, limit in ((config.data.train_split, config.data.limit_train),
-                       (config.data.eval_split, config.data.limit_eval)):
-    source = data.open_source(config.data.name, split, config.data.data_dir, config.data.download)
-    stores.append(data.ExampleStore(source, lambda ex: preprocess(ex, size),
-                                    config.data.cache_max_bytes, f"{config.data.name}/{split}",
-                                    limit))
-  return stores[0], stores[1]
+  return data.load_train_eval(config, lambda ex: preprocess(ex, size))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shared import data as data_lib
+from shared.errors import ConfigError
 from shared.task import Task
 from unet import input_pipeline
 from unet import losses
@@ -22,16 +23,16 @@ MODES = ("binary", "trimap")
 def _check(config) -> None:
   seg = config.seg
   if seg.mode not in MODES:
-    raise ValueError(f"seg.mode={seg.mode!r}; allowed: {MODES}")
+    raise ConfigError(f"seg.mode={seg.mode!r}; allowed: {MODES}")
   fg = tuple(seg.foreground_classes)
   if not fg or not set(fg) <= set(input_pipeline.TRIMAP_NAMES) or len(set(fg)) == 3:
-    raise ValueError(f"seg.foreground_classes={fg}; a non-empty proper subset of "
+    raise ConfigError(f"seg.foreground_classes={fg}; a non-empty proper subset of "
                      f"{{1 (pet), 2 (background), 3 (border)}} is allowed")
   if seg.loss not in losses.LOSSES:
-    raise ValueError(f"seg.loss={seg.loss!r}; allowed: {losses.LOSSES}")
+    raise ConfigError(f"seg.loss={seg.loss!r}; allowed: {losses.LOSSES}")
   factor = 2**config.model.depth
   if config.data.image_size % factor:
-    raise ValueError(f"data.image_size={config.data.image_size} is not divisible by "
+    raise ConfigError(f"data.image_size={config.data.image_size} is not divisible by "
                      f"2**model.depth = {factor}")
 
 

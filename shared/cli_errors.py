@@ -1,0 +1,60 @@
+"""One-line descriptions of command-line config mistakes (unknown field, bad variant, ...).
+
+absl and ml_collections report these as nested tracebacks; a user needs the flag, the field
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Sequence
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ or e.__context__
+  return e
+
+
+def _load_config(spec: str):
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_config_for_errors", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _unknown_override(argv: Sequence[str]) -> str | None:
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return None
+  try:
+    config = _load_config(spec)
+  except Exception:  # pylint: disable=broad-except  (the config itself is broken: reported below)
+    return None
+  for arg in argv:
+    m = re.match(r"--config\.([\w.]+)(=|$)", arg)
+    if not m:
+      continue
+    node, parts = config, m.group(1).split(".")
+    for i, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node:
+        parent = ".".join(parts[:i]) or "<top level>"
+        allowed = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
+        return (f"{arg}: config has no field {'.'.join(parts[:i + 1])!r}; fields under "
+                f"{parent}: {allowed}")
+      node = node[part]
+  return None
+
+
+def describe(error: BaseException, argv: Sequence[str]) -> str:
+  unknown = _unknown_override(argv)
+  if unknown:
+    return unknown
+  top = str(error).strip().splitlines()
+  if top and "--config" in top[0]:   # absl names the flag: "flag --config.x=...: reason"
+    return top[0]
+  cause = _root_cause(error)
+  text = str(cause).strip().splitlines()
+  return text[-1] if text else type(cause).__name__

@@ -1,0 +1,86 @@
+"""Config checks that run before anything is compiled, and the resume-compatibility check.
+
+Each failure is one `ConfigError` line: the field, its value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import jax
+
+from shared.errors import ConfigError
+
+# Fields that may differ when a run is resumed: they do not change what is computed.
+RESUME_IGNORED = (
+    "mode", "allow_config_change", "data.data_dir", "data.download", "data.cache_max_bytes",
+    "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
+    "eval.batch_size", "eval.num_pictures", "eval.classifier_workdir",
+)
+
+
+def _positive_int(value, field: str) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"{field}={value!r}: must be a positive integer")
+
+
+def check_common(config) -> None:
+  """Fields of `configs/common.py` every task shares."""
+  if config.mode not in ("train", "eval"):
+    raise ConfigError(f"mode={config.mode!r}: allowed values are 'train', 'eval'")
+  for field in ("train.batch_size", "eval.batch_size", "train.num_epochs",
+                "train.log_every_steps", "train.eval_every_epochs",
+                "train.checkpoint_every_steps", "train.max_to_keep"):
+    _positive_int(_get(config, field), field)
+  lr = config.optimizer.learning_rate
+  if not isinstance(lr, (int, float)) or not lr > 0:
+    raise ConfigError(f"optimizer.learning_rate={lr!r}: must be a positive number")
+  n = jax.device_count()
+  for field in ("train.batch_size", "eval.batch_size"):
+    value = _get(config, field)
+    if value % n:
+      raise ConfigError(f"{field}={value}: must be divisible by the number of devices ({n}); "
+                        f"use a multiple of {n}")
+  for field in ("data.limit_train", "data.limit_eval"):
+    if _get(config, field) < 0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be >= 0 (0 = the whole split)")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      out.update(flatten(value, path + "."))
+    else:
+      out[path] = value
+  return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """`field: saved -> current` for every field that changes what the run computes."""
+  a, b = flatten(saved), flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key in RESUME_IGNORED:
+      continue
+    # JSON turns tuples into lists; compare through JSON so both sides agree.
+    if json.dumps(a.get(key, "<absent>")) != json.dumps(b.get(key, "<absent>")):
+      diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+  return diffs
+
+
+def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], workdir: str) -> None:
+  diffs = config_differences(saved, current)
+  if diffs and not current.get("allow_config_change", False):
+    raise ConfigError(
+        f"workdir {workdir} holds a run with a different config ({'; '.join(diffs)}); use "
+        f"another --workdir, or pass --config.allow_config_change=true to resume anyway")
