@@ -64,6 +64,10 @@ class TaskSpec:
     metrics: eval.json metrics in column order.
     headline: metrics drawn in bars.png and curves.png.
     lower_is_better: metrics where the smallest mean is the best.
+    compare_within: (metric or "*", factor columns): the metric's best is marked separately
+      among rows that share those factors, because values across them are not comparable
+      (UNet `loss` is each variant's own objective; CVAE nats differ per dataset).
+    plot_by: factor columns whose values get separate plot panels (scales differ).
   """
   slug: str
   title: str
@@ -71,6 +75,12 @@ class TaskSpec:
   metrics: tuple[str, ...]
   headline: tuple[str, ...]
   lower_is_better: frozenset[str] = LOWER_IS_BETTER
+  compare_within: tuple[tuple[str, tuple[str, ...]], ...] = ()
+  plot_by: tuple[str, ...] = ()
+
+  def within(self, metric: str) -> tuple[str, ...]:
+    table = dict(self.compare_within)
+    return table.get(metric, table.get("*", ()))
 
 
 TASKS = {
@@ -79,7 +89,7 @@ TASKS = {
         (("downsample", "model.downsample"), ("upsample", "model.upsample"),
          ("loss", "seg.loss")),
         ("dice", "iou", "mean_iou", "pixel_accuracy", "loss"),
-        ("dice", "iou", "pixel_accuracy")),
+        ("dice", "iou", "pixel_accuracy"), compare_within=(("loss", ("loss",)),)),
     "cvae.task": TaskSpec(
         "cvae", "Conditional VAE",
         (("dataset", "data.name"), ("label input", "model.label_input"),
@@ -87,10 +97,11 @@ TASKS = {
          ("wrong-label target", "loss.wrong_label_target")),
         ("neg_elbo", "recon", "kl", "bits_per_dim", "label_adherence",
          "label_adherence_decoder_only", "true_label_accuracy", "classifier_accuracy"),
-        ("neg_elbo", "label_adherence", "true_label_accuracy")),
+        ("neg_elbo", "label_adherence", "true_label_accuracy"),
+        compare_within=(("*", ("dataset",)),), plot_by=("dataset",)),
     "cvae.classifier_task": TaskSpec(
         "classifier", "Judge classifier", (("dataset", "data.name"),), ("accuracy", "loss"),
-        ("accuracy",)),
+        ("accuracy",), compare_within=(("*", ("dataset",)),)),
 }
 
 
@@ -264,17 +275,39 @@ def row_stat(row: Row, key: str) -> Stat:
   return report_stats.run_stat(row.runs, key)
 
 
-def best_rows(rows: Sequence[Row], metric: str, lower_is_better: bool) -> set[int]:
-  """Indices of the rows with the best mean (ties all count).
+def best_rows(rows: Sequence[Row], metric: str, lower_is_better: bool,
+              within: Sequence[str] = ()) -> set[int]:
+  """Indices of the rows with the best mean (ties all count), per group of equal `within` factors.
 
-  None when fewer than 2 rows have the metric or all their means are equal: nothing stands out.
+  A group marks none when fewer than 2 of its rows have the metric or all their means are
+  equal: nothing stands out.
   """
-  means = {i: row_stat(row, metric).mean for i, row in enumerate(rows)}
-  means = {i: m for i, m in means.items() if m is not None}
-  if len(means) < 2 or len(set(means.values())) == 1:
-    return set()
-  target = min(means.values()) if lower_is_better else max(means.values())
-  return {i for i, m in means.items() if m == target}
+  groups = collections.defaultdict(dict)
+  for i, row in enumerate(rows):
+    mean = row_stat(row, metric).mean
+    if mean is not None:
+      groups[tuple(_canon(row.factors.get(c)) for c in within)][i] = mean
+  best = set()
+  for means in groups.values():
+    if len(means) < 2 or len(set(means.values())) == 1:
+      continue
+    target = min(means.values()) if lower_is_better else max(means.values())
+    best |= {i for i, m in means.items() if m == target}
+  return best
+
+
+def _best_by_metric(spec: TaskSpec, rows: Sequence[Row], metrics: Sequence[str]):
+  return {m: best_rows(rows, m, m in spec.lower_is_better, spec.within(m)) for m in metrics}
+
+
+def _compare_note(spec: TaskSpec, metrics: Sequence[str]) -> str:
+  notes = []
+  for metric, cols in spec.compare_within:
+    if metric == "*":
+      notes.append(f"best marked per {' / '.join(cols)}")
+    elif metric in metrics:
+      notes.append(f"`{metric}` best marked among rows with the same {' / '.join(cols)}")
+  return "; " + "; ".join(notes) if notes else ""
 
 
 def _decimals(value: float) -> int:
@@ -315,7 +348,7 @@ def markdown_table(task: str, rows: Sequence[Row]) -> str:
   """A Markdown section for one task: heading, how to read it, the table."""
   spec = spec_for(task, [r.eval for row in rows for r in row.runs])
   metrics = _metrics_present(spec, rows)
-  best = {m: best_rows(rows, m, m in spec.lower_is_better) for m in metrics}
+  best = _best_by_metric(spec, rows, metrics)
   setting_cols = list(rows[0].setting) if rows else []
   arrows = {m: "↓" if m in spec.lower_is_better else "↑" for m in metrics}
   header = (["variant"] + [n for n, _ in spec.factors] + setting_cols + ["seeds (n)"] +
@@ -323,8 +356,8 @@ def markdown_table(task: str, rows: Sequence[Row]) -> str:
   lines = [f"### {spec.title} (`{task}`)", "",
            f"{sum(len(r.runs) for r in rows)} runs in {len(rows)} rows. Each cell is mean ± "
            "sample standard deviation (ddof=1) over seeds; with a single seed the std is n/a. "
-           "**Bold**: best mean in the column (↑ higher is better, ↓ lower is better); "
-           "`(n=k)`: only k runs report that metric.", "",
+           "**Bold**: best mean in the column (↑ higher is better, ↓ lower is better)"
+           f"{_compare_note(spec, metrics)}; `(n=k)`: only k runs report that metric.", "",
            "| " + " | ".join(header) + " |",
            "|" + "|".join(["---"] * (1 + len(spec.factors) + len(setting_cols) + 1) +
                           ["---:"] * (len(metrics) + 3)) + "|"]
@@ -357,7 +390,7 @@ def csv_rows(tables: dict[str, list[Row]]) -> tuple[list[str], list[dict]]:
   for task, rows in tables.items():
     spec = spec_for(task, [r.eval for row in rows for r in row.runs])
     metrics = _metrics_present(spec, rows)
-    best = {m: best_rows(rows, m, m in spec.lower_is_better) for m in metrics}
+    best = _best_by_metric(spec, rows, metrics)
     for i, row in enumerate(rows):
       rec = {"task": task, "variant": row.variant, "label": row.label}
       rec.update({name: _value_text(v) for name, v in row.factors.items()})

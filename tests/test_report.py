@@ -117,6 +117,8 @@ def test_best_marks_respect_direction(unet_root):
   rows = report.group_runs(runs)[0]["unet.task"]
   assert report.best_rows(rows, "dice", lower_is_better=False) == {2}   # 0.86 > 0.82 > 0.70
   assert report.best_rows(rows, "loss", lower_is_better=True) == {0}    # 0.25 < 0.35 < 0.45
+  # Compared only among rows with the same loss function: bce has one row, dice 0.35 < 0.45.
+  assert report.best_rows(rows, "loss", True, within=("loss",)) == {1}
   assert report.best_rows(rows, "mean_iou", lower_is_better=False) == set()  # all equal
   rows[1].runs[0].eval["dice"] = report.row_stat(rows[2], "dice").mean   # a two-way tie
   assert report.best_rows(rows, "dice", lower_is_better=False) == {1, 2}
@@ -136,10 +138,12 @@ def test_markdown_table_contents(unet_root):
   cells = [c.strip() for c in row["mp_tr_bce"].strip("|").split("|")]
   assert cells[:5] == ["mp_tr_bce", "maxpool", "transpose_conv", "bce", "3 (0, 1, 2)"]
   assert cells[5] == "0.8200 ± 0.0200"                 # dice, not best
-  assert cells[9] == "**0.2500 ± 0.0500**"             # loss, best (lowest)
+  assert cells[9] == "0.2500 ± 0.0500"   # loss: the only bce row, not compared with dice losses
   assert cells[10:] == ["1,000", "110.00 ± 10.00", "51.00 ± 1.00"]
   assert "**0.8600 ± 0.0141**" in row["strconv_ups_dice"]
   assert "| 0.7000 ± n/a |" in row["mp_tr_dice"]
+  assert "| **0.3500 ± n/a** |" in row["mp_tr_dice"]   # lowest dice-loss value
+  assert "`loss` best marked among rows with the same loss" in md
   assert "| 1 (0) |" in row["mp_tr_dice"]
 
 
@@ -154,7 +158,8 @@ def test_csv_contents(unet_root):
   assert (r["n_seeds"], r["seeds"]) == ("3", "0;1;2")
   assert float(r["dice_mean"]) == pytest.approx(0.82)
   assert float(r["dice_std"]) == pytest.approx(0.02)
-  assert (r["dice_n"], r["dice_best"], r["loss_best"]) == ("3", "False", "True")
+  assert (r["dice_n"], r["dice_best"], r["loss_best"]) == ("3", "False", "False")
+  assert by["mp_tr_dice"]["loss_best"] == "True"
   assert r["num_params"] == "1000"
   assert float(r["train_time_s_std"]) == pytest.approx(10.0)
   assert by["strconv_ups_dice"]["dice_best"] == "True"
