@@ -311,8 +311,7 @@ def _compare_note(spec: TaskSpec, metrics: Sequence[str]) -> str:
 
 
 def _decimals(value: float) -> int:
-  a = abs(value)
-  return 4 if a < 10 else 2 if a < 1000 else 0
+  return 4 if abs(value) < 10 else 2
 
 
 def fmt_stat(stat: Stat, row_n: int | None = None) -> str:

@@ -1,6 +1,8 @@
 """The report's two figures: bars with error bars, and overlaid eval learning curves.
 
-Kept apart from `report.py` so the table code stays free of matplotlib (slow to import).
+Both are a grid of panels: a column per headline metric, a row per value of the task's
+`plot_by` factors (e.g. one row per CVAE dataset, whose nats are on different scales). Kept
+apart from `report.py` so the table code stays free of matplotlib (slow to import).
 """
 
 from __future__ import annotations
@@ -21,38 +23,57 @@ if TYPE_CHECKING:
   from shared.report import Row, TaskSpec
 
 
-def _panels(n: int, width_per: float, height: float):
-  fig, axes = plt.subplots(1, max(n, 1), figsize=(max(width_per * max(n, 1), 5), height),
-                           squeeze=False)
-  return fig, list(axes[0])
-
-
 def _headline(rows: Sequence["Row"], spec: "TaskSpec") -> list[str]:
   return [m for m in spec.headline if any(r.eval.get(m) is not None for row in rows
                                          for r in row.runs)]
 
 
+def panel_groups(rows: Sequence["Row"], spec: "TaskSpec") -> list[tuple[str, list[int]]]:
+  """(title suffix, row indices) per value of `spec.plot_by`; one group of all rows if none."""
+  if not spec.plot_by:
+    return [("", list(range(len(rows))))]
+  groups: dict[str, list[int]] = {}
+  for i, row in enumerate(rows):
+    key = ", ".join(f"{c}={row.factors.get(c)}" for c in spec.plot_by)
+    groups.setdefault(key, []).append(i)
+  return list(groups.items())
+
+
+def _color(i: int, n: int):
+  """Row i's colour, the same in both figures; 20 distinct ones when there are > 10 rows."""
+  return f"C{i % 10}" if n <= 10 else plt.get_cmap("tab20")(i % 20)
+
+
+def _grid(n_rows: int, n_cols: int, width: float, height: float):
+  fig, axes = plt.subplots(max(n_rows, 1), max(n_cols, 1),
+                           figsize=(max(width * max(n_cols, 1), 5), height * max(n_rows, 1)),
+                           squeeze=False)
+  return fig, axes
+
+
 def bar_chart(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
-  """One panel per headline metric: a bar per row (mean), error bar = sample std over seeds."""
-  metrics = _headline(rows, spec)
-  fig, axes = _panels(len(metrics), max(3.0, 0.55 * len(rows) + 1.5), 4.5)
-  x = np.arange(len(rows))
-  for ax, m in zip(axes, metrics):
-    stats = [report_stats.run_stat(row.runs, m) for row in rows]
-    means = [np.nan if s.mean is None else s.mean for s in stats]
-    errs = [0.0 if s.std is None else s.std for s in stats]
-    ax.bar(x, means, yerr=errs, capsize=4, color=[f"C{i % 10}" for i in range(len(rows))])
-    for xi, s in zip(x, stats):
-      if s.mean is not None:
-        ax.annotate(f"n={s.n}", (xi, 0), xytext=(0, 2), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=7, color="white")
-    arrow = "lower is better" if m in spec.lower_is_better else "higher is better"
-    ax.set_title(f"{m} ({arrow})", fontsize=10)
-    ax.set_xticks(x)
-    ax.set_xticklabels([row.label for row in rows], rotation=40, ha="right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+  """A bar per row (mean), error bar = sample std over seeds; none drawn when n=1."""
+  metrics, groups = _headline(rows, spec), panel_groups(rows, spec)
+  widest = max(len(idx) for _, idx in groups) if rows else 1
+  fig, axes = _grid(len(groups), len(metrics), max(3.0, 0.55 * widest + 1.5), 4.5)
+  for g, (group, idx) in enumerate(groups):
+    x = np.arange(len(idx))
+    for ax, m in zip(axes[g], metrics):
+      stats = [report_stats.run_stat(rows[i].runs, m) for i in idx]
+      means = [np.nan if s.mean is None else s.mean for s in stats]
+      errs = [0.0 if s.std is None else s.std for s in stats]
+      ax.bar(x, means, yerr=errs, capsize=4, color=[_color(i, len(rows)) for i in idx])
+      for xi, s in zip(x, stats):
+        if s.mean is not None:
+          ax.annotate(f"n={s.n}", (xi, 0), xytext=(0, 2), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=7, color="white")
+      better = "lower is better" if m in spec.lower_is_better else "higher is better"
+      ax.set_title(f"{m} ({better})" + (f"\n{group}" if group else ""), fontsize=10)
+      ax.set_xticks(x)
+      ax.set_xticklabels([rows[i].label for i in idx], rotation=40, ha="right", fontsize=8)
+      ax.grid(axis="y", alpha=0.3)
   if not metrics:
-    axes[0].text(0.5, 0.5, "no headline metric in these runs", ha="center", va="center")
+    axes[0][0].text(0.5, 0.5, "no headline metric in these runs", ha="center", va="center")
   fig.suptitle(f"{spec.title}: mean ± sample std (ddof=1) over seeds; no error bar with n=1",
                fontsize=10)
   fig.tight_layout()
@@ -92,33 +113,32 @@ def mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], np.ndarra
 
 
 def learning_curves(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
-  """One panel per headline metric; a line per row, mean over its seeds, band = ± std."""
-  metrics = _headline(rows, spec)
-  legend_rows = -(-len(rows) // 4)
-  fig, axes = _panels(len(metrics), 5.0, 4.0 + 0.25 * legend_rows)
-  drawn = False
-  for ax, m in zip(axes, metrics):
-    panel_drawn = False
-    for i, row in enumerate(rows):
-      steps, mean, std = mean_curve([read_eval_curve(r.workdir, m) for r in row.runs])
-      if not steps:
-        continue
-      drawn = panel_drawn = True
-      ax.plot(steps, mean, marker="o", markersize=3, color=f"C{i % 10}",
-              label=f"{row.label} (n={len(row.runs)})")
-      if np.any(std > 0):
-        ax.fill_between(steps, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
-    if not panel_drawn:
-      ax.text(0.5, 0.5, f"no eval records of {m}", ha="center", va="center",
-              transform=ax.transAxes)
-    ax.set_title(m, fontsize=10)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-  if drawn:
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=8)
+  """A line per row, mean over its seeds at the steps all of them logged, band = ± std."""
+  metrics, groups = _headline(rows, spec), panel_groups(rows, spec)
+  fig, axes = _grid(len(groups), len(metrics), 5.0, 4.0)
+  for g, (group, idx) in enumerate(groups):
+    for ax, m in zip(axes[g], metrics):
+      drawn = False
+      for i in idx:
+        row = rows[i]
+        steps, mean, std = mean_curve([read_eval_curve(r.workdir, m) for r in row.runs])
+        if not steps:
+          continue
+        drawn = True
+        ax.plot(steps, mean, marker="o", markersize=3, color=_color(i, len(rows)),
+                label=f"{row.label} (n={len(row.runs)})")
+        if np.any(std > 0):
+          ax.fill_between(steps, mean - std, mean + std, color=_color(i, len(rows)), alpha=0.15)
+      if drawn:
+        ax.legend(fontsize=7)
+      else:
+        ax.text(0.5, 0.5, f"no eval records of {m}", ha="center", va="center",
+                transform=ax.transAxes)
+      ax.set_title(m + (f"  ({group})" if group else ""), fontsize=10)
+      ax.set_xlabel("step")
+      ax.grid(alpha=0.3)
   fig.suptitle(f"{spec.title}: test metrics during training, mean over seeds (band: ± std)",
                fontsize=10)
-  fig.tight_layout(rect=(0, 0.25 * legend_rows / (4.0 + 0.25 * legend_rows) + 0.02, 1, 1))
+  fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

@@ -235,28 +235,39 @@ def test_cvae_factors_and_mixed_tasks(tmp_path):
   clf = {"task": "cvae.classifier_task", "variant": "classifier_mnist", "seed": 0,
          "data": {"name": "mnist"}, "train": {"num_epochs": 2}}
   write_run(str(root / "classifier" / "mnist"), clf, {"accuracy": 0.98, "loss": 0.05})
+  for seed, v in enumerate([3000.0, 3010.0]):   # another dataset: nats on another scale
+    write_run(str(root / "cifar10_both_0.0" / f"seed_{seed}"), cvae_config("cifar10", "both", 0.0, seed),
+              {"neg_elbo": v, "recon": v - 10, "kl": 10.0, "label_adherence": 0.2,
+               "true_label_accuracy": 0.5, "bits_per_dim": 1.4 + seed / 10})
   out = str(tmp_path / "report")
   result = report.write_report([str(root)], out)
   tables = result["tables"]
   assert list(tables) == ["cvae.classifier_task", "cvae.task"]
   rows = tables["cvae.task"]
-  assert [(r.factors["label input"], r.factors["wrong-label rate"]) for r in rows] == [
+  assert [(r.factors["label input"], r.factors["wrong-label rate"]) for r in rows[1:]] == [
       ("both", 0.0), ("decoder", 0.0), ("decoder", 0.5)]
-  assert [r.label for r in rows] == ["cvae_mnist/both/0.0", "cvae_mnist/decoder/0.0",
-                                     "cvae_mnist/decoder/0.5"]
-  assert report.best_rows(rows, "neg_elbo", lower_is_better=True) == {0}  # 96 < 101 < 109
-  assert report.best_rows(rows, "label_adherence", lower_is_better=False) == {2}
+  assert [r.label for r in rows] == ["cvae_cifar10", "cvae_mnist/both/0.0",
+                                     "cvae_mnist/decoder/0.0", "cvae_mnist/decoder/0.5"]
+  # Best per dataset: cifar10 has one row (no mark), mnist 96 < 101 < 109.
+  assert report.best_rows(rows, "neg_elbo", True, ("dataset",)) == {1}
+  assert report.best_rows(rows, "neg_elbo", True) == {1}
+  assert report.best_rows(rows, "label_adherence", False, ("dataset",)) == {3}
   md = result["markdown"]
-  assert "**96.00 ± 1.41**" in md and "neg_elbo ↓" in md and "label_adherence ↑" in md
+  assert "**96.00 ± 1.41**" in md and "| 3005.00 ± 7.07 |" in md and "**3005" not in md
+  assert "neg_elbo ↓" in md and "label_adherence ↑" in md and "best marked per dataset" in md
   assert "| wrong-label rate |" in md and "### Judge classifier" in md
-  assert "bits_per_dim" not in md   # no run reports it, so no empty column
+  assert "1.4500 ± 0.0707 |" in md and "| – |" in md   # bits_per_dim: cifar10 only
   assert result["warnings"] == []   # classifier_workdir paths are harmless
   names = sorted(os.listdir(out))
   assert names == ["bars_classifier.png", "bars_cvae.png", "curves_classifier.png",
                    "curves_cvae.png", "table.csv", "table.md"]
   csv_rows = list(csv.DictReader(open(os.path.join(out, "table.csv"))))
-  assert [r["task"] for r in csv_rows] == ["cvae.classifier_task"] + ["cvae.task"] * 3
+  assert [r["task"] for r in csv_rows] == ["cvae.classifier_task"] + ["cvae.task"] * 4
   assert csv_rows[0]["accuracy_mean"] == "0.98" and csv_rows[1]["accuracy_mean"] == ""
+  assert [r["neg_elbo_best"] for r in csv_rows[1:]] == ["False", "True", "False", "False"]
+  spec = report.spec_for("cvae.task", [])
+  assert [g for g, _ in report_plots.panel_groups(rows, spec)] == ["dataset=cifar10",
+                                                                   "dataset=mnist"]
 
 
 def test_write_report_files_and_pngs(unet_root, tmp_path):
