@@ -204,6 +204,8 @@ def group_runs(runs: Sequence[RunResult], ignore: Iterable[str] = IGNORED_FIELDS
   Within a task, a field (other than the seed, the factors and `ignore`) whose value is not the
   same in every run becomes part of the row key: runs that differ in it are never averaged. If
   that splits runs of one variant and factor setting, a warning names the fields and values.
+  A field missing from some runs' configs but with one value in all the others (a field added
+  to the code after those runs) is taken to be equal, with a warning.
   """
   ignore = set(ignore)
   by_task = collections.defaultdict(list)
@@ -216,7 +218,14 @@ def group_runs(runs: Sequence[RunResult], ignore: Iterable[str] = IGNORED_FIELDS
     factor_paths = {p for _, p in spec.factors}
     fields = sorted({k for r in task_runs for k in r.config} - factor_paths - ignore)
     varying = [k for k in fields
-               if len({_canon(r.config.get(k, _MISSING)) for r in task_runs}) > 1]
+               if len({_canon(r.config[k]) for r in task_runs if k in r.config}) > 1]
+    for k in fields:
+      absent = [r for r in task_runs if k not in r.config]
+      if absent and k not in varying:
+        value = next(r.config[k] for r in task_runs if k in r.config)
+        warnings.append(f"{task}: config field {k} is absent from {len(absent)} of "
+                        f"{len(task_runs)} runs (written before the field existed?); taken to "
+                        f"be {_canon(value)} as in the others, e.g. {absent[0].workdir}")
     groups = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in task_runs:
       factors = {name: r.config.get(path, _MISSING) for name, path in spec.factors}

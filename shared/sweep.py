@@ -209,7 +209,7 @@ def subprocess_launcher(cmd: Sequence[str], cwd: str, log_path: str) -> int:
     log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
     log.flush()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, errors="replace", bufsize=1)
     for line in proc.stdout:
       sys.stdout.write(line)
       log.write(line)

@@ -205,6 +205,23 @@ def test_harmless_fields_do_not_split(tmp_path):
   assert len(tables["unet.task"]) == 2 and "data.data_dir" in warnings[0]
 
 
+def test_field_missing_from_older_runs_is_taken_as_equal(tmp_path):
+  write_run(str(tmp_path / "old"), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})
+  write_run(str(tmp_path / "new"), unet_config("mp_tr_bce", 1, **{"data.limit_train": 0}),
+            {"dice": 0.7, "loss": 0.1})
+  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
+  tables, warnings = report.group_runs(runs)
+  assert [r.seeds for r in tables["unet.task"]] == [[0, 1]]
+  assert len(warnings) == 1 and "data.limit_train is absent from 1 of 2 runs" in warnings[0]
+  # A field with two different values where present still splits, absent runs on their own.
+  write_run(str(tmp_path / "newer"), unet_config("mp_tr_bce", 2, **{"data.limit_train": 32}),
+            {"dice": 0.9, "loss": 0.1})
+  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
+  tables, warnings = report.group_runs(runs)
+  assert sorted(r.seeds[0] for r in tables["unet.task"]) == [0, 1, 2]
+  assert "split into 3 rows" in warnings[0]
+
+
 def test_duplicate_seed_warns(tmp_path):
   for name in ("a", "b"):
     write_run(str(tmp_path / name), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})
