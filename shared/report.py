@@ -87,9 +87,9 @@ TASKS = {
     "unet.task": TaskSpec(
         "unet", "UNet segmentation",
         (("downsample", "model.downsample"), ("upsample", "model.upsample"),
-         ("loss", "seg.loss")),
+         ("loss function", "seg.loss")),
         ("dice", "iou", "mean_iou", "pixel_accuracy", "loss"),
-        ("dice", "iou", "pixel_accuracy"), compare_within=(("loss", ("loss",)),)),
+        ("dice", "iou", "pixel_accuracy"), compare_within=(("loss", ("loss function",)),)),
     "cvae.task": TaskSpec(
         "cvae", "Conditional VAE",
         (("dataset", "data.name"), ("label input", "model.label_input"),

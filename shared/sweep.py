@@ -3,17 +3,26 @@
   python -m shared.sweep --sweep=unet_ablation --seeds=0,1,2 --modifiers=cpu \
       --root=runs/unet_ablation [--dry_run] [--extra=--config.train.num_epochs=2 ...]
 
-Every run is a plain `python launch.py --config=... --workdir=ROOT/NAME/seed_S` subprocess, so a
-sweep is nothing but the commands you would type, in order:
-  * a run whose workdir holds `eval.json` is finished and skipped;
+Named sweeps (`SWEEPS` below is the one place to add or change one):
+  unet_ablation  the 4 ablation variants (configs.unet.ABLATION): ROOT/VARIANT/seed_S
+  unet_all       all 12 down/up/loss combinations (configs.unet.ALL_VARIANTS)
+  cvae           first one judge classifier per dataset (ROOT/classifier/DATASET, seed 0), then
+                 datasets x model.label_input x loss.wrong_label_rate:
+                 ROOT/DATASET_LABELINPUT_wrongRATE/seed_S, each pointed at its classifier
+`--only=GLOB,...` keeps runs whose name (the folder under ROOT) matches, plus what they need.
+
+Every run is a plain `python launch.py --config=... --workdir=...` subprocess run from the repo
+root, so a sweep is nothing but the commands you would type, in order:
+  * a run whose workdir holds `eval.json` is finished and skipped (even if `--extra` changed
+    since: report.py then shows the mismatch as separate rows);
   * any other run is launched; launch.py resumes from the workdir's checkpoint by itself;
-  * a failed run is reported and the sweep goes on; the exit code is 1 if any run failed;
+  * a failed run is reported and the sweep goes on; the exit code is 1 if any run failed (or
+    could not start because a run it needs failed);
   * seeds are the outer loop, so a sweep cut short still has every config at the first seed;
+  * every config and `--config.X` override is built/checked before the first run starts;
   * `--dry_run` prints the commands (for a TPU VM or a cluster queue) instead of running them.
 Output of each run is also appended to `WORKDIR/sweep.log`. TFDS_DATA_DIR and the rest of the
-environment are passed through. `report.py` then turns the folder into tables and plots.
-
-The named sweeps live in `SWEEPS` below, the one place to add or change one.
+environment are passed through. `python -m shared.report --runs=ROOT` then makes the tables.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def test_groups_one_row_per_variant(unet_root):
   rows = tables["unet.task"]
   assert [r.variant for r in rows] == ["mp_tr_bce", "mp_tr_dice", "strconv_ups_dice"]
   assert [r.seeds for r in rows] == [[0, 1, 2], [0], [0, 1]]
-  assert rows[2].factors == {"downsample": "strided_conv", "upsample": "upsample", "loss": "dice"}
+  assert rows[2].factors == {"downsample": "strided_conv", "upsample": "upsample",
+                            "loss function": "dice"}
   assert rows[0].setting == {}
   assert report.row_stat(rows[0], "dice").mean == pytest.approx(0.82)
   assert report.row_stat(rows[2], "dice").std == pytest.approx(math.sqrt(2) * 0.01)
@@ -118,7 +119,7 @@ def test_best_marks_respect_direction(unet_root):
   assert report.best_rows(rows, "dice", lower_is_better=False) == {2}   # 0.86 > 0.82 > 0.70
   assert report.best_rows(rows, "loss", lower_is_better=True) == {0}    # 0.25 < 0.35 < 0.45
   # Compared only among rows with the same loss function: bce has one row, dice 0.35 < 0.45.
-  assert report.best_rows(rows, "loss", True, within=("loss",)) == {1}
+  assert report.best_rows(rows, "loss", True, within=("loss function",)) == {1}
   assert report.best_rows(rows, "mean_iou", lower_is_better=False) == set()  # all equal
   rows[1].runs[0].eval["dice"] = report.row_stat(rows[2], "dice").mean   # a two-way tie
   assert report.best_rows(rows, "dice", lower_is_better=False) == {1, 2}
@@ -132,7 +133,7 @@ def test_markdown_table_contents(unet_root):
   lines = md.splitlines()
   assert "sample standard deviation (ddof=1)" in md and "std is n/a" in md
   header = next(l for l in lines if l.startswith("| variant"))
-  assert header.split(" | ")[1:4] == ["downsample", "upsample", "loss"]
+  assert header.split(" | ")[1:4] == ["downsample", "upsample", "loss function"]
   assert "dice ↑" in header and "loss ↓" in header
   row = {l.split(" | ")[0][2:]: l for l in lines if l.startswith("| ") and l != header}
   cells = [c.strip() for c in row["mp_tr_bce"].strip("|").split("|")]
@@ -143,7 +144,7 @@ def test_markdown_table_contents(unet_root):
   assert "**0.8600 ± 0.0141**" in row["strconv_ups_dice"]
   assert "| 0.7000 ± n/a |" in row["mp_tr_dice"]
   assert "| **0.3500 ± n/a** |" in row["mp_tr_dice"]   # lowest dice-loss value
-  assert "`loss` best marked among rows with the same loss" in md
+  assert "`loss` best marked among rows with the same loss function" in md
   assert "| 1 (0) |" in row["mp_tr_dice"]
 
 
@@ -154,7 +155,8 @@ def test_csv_contents(unet_root):
   by = {r["variant"]: r for r in rows}
   assert set(by) == {"mp_tr_bce", "mp_tr_dice", "strconv_ups_dice"}
   r = by["mp_tr_bce"]
-  assert (r["downsample"], r["upsample"], r["loss"]) == ("maxpool", "transpose_conv", "bce")
+  assert (r["downsample"], r["upsample"], r["loss function"]) == ("maxpool", "transpose_conv",
+                                                                 "bce")
   assert (r["n_seeds"], r["seeds"]) == ("3", "0;1;2")
   assert float(r["dice_mean"]) == pytest.approx(0.82)
   assert float(r["dice_std"]) == pytest.approx(0.02)
