@@ -1,6 +1,6 @@
 """Runs a named set of configs x seeds into one folder, one workdir per run, one run at a time.
 
-  python -m shared.sweep --sweep=unet_ablation --seeds=0,1,2 --modifiers=cpu \
+  python -m shared.sweep --sweep=unet_ablation --seeds=0,1,2 --modifiers=cpu \\
       --root=runs/unet_ablation [--dry_run] [--extra=--config.train.num_epochs=2 ...]
 
 Named sweeps (`SWEEPS` below is the one place to add or change one):
