@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mods["cpu"]:
     config.model.features = (16, 32)
     config.model.hidden = 64
-    config.train.num_epochs = 2 if variant == "mnist" else 5
+    config.train.num_epochs = 2
     config.train.eval_every_epochs = config.train.num_epochs
   if mods["epochs"]:
     config.train.num_epochs = mods["epochs"]

@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.features = (32, 64) if mnist else (32, 64, 128)
   config.model.hidden = 256 if mnist else 512
   config.model.embed_dim = 16
+  config.model.latent_classifier_hidden = 0   # > 0 adds the adversarial latent class head
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.
@@ -51,6 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the true label).
   config.loss.wrong_label_rate = 0.0
   config.loss.wrong_label_target = "both"
+  # Weight of the reversed gradient from the latent class head into the encoder (0 = off).
+  config.loss.latent_adversary_weight = 0.0
 
   config.train.batch_size = 128
   config.train.num_epochs = 10 if mnist else 20
@@ -65,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.num_swap_rows = 6
 
   if mods["cpu"]:
-    config.train.num_epochs = 3 if mnist else 3
+    config.train.num_epochs = 2
     config.train.eval_every_epochs = config.train.num_epochs
     config.eval.classifier_workdir = f"runs/classifier_{variant}_cpu"
   if mods["label"]:

@@ -17,9 +17,10 @@ import orbax.checkpoint as ocp
 
 from cvae import input_pipeline
 from cvae import models
+from shared.errors import UserFacingError
 
 
-class ClassifierNotFoundError(FileNotFoundError):
+class ClassifierNotFoundError(UserFacingError, FileNotFoundError):
   """`eval.classifier_workdir` does not hold a finished classifier run for this dataset."""
 
 

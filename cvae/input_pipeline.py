@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared import data
+from shared.errors import ConfigError
 
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
@@ -21,7 +22,7 @@ IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 def check_dataset(name: str) -> None:
   if name not in CLASS_NAMES:
-    raise ValueError(f"data.name={name!r}; allowed: {sorted(CLASS_NAMES)}")
+    raise ConfigError(f"data.name={name!r}; allowed: {sorted(CLASS_NAMES)}")
 
 
 def preprocess(example) -> dict[str, np.ndarray]:
@@ -33,10 +34,4 @@ def preprocess(example) -> dict[str, np.ndarray]:
 
 def load_data(config) -> tuple[data.ExampleStore, data.ExampleStore]:
   check_dataset(config.data.name)
-  stores = []
-  for split, limit in ((config.data.train_split, config.data.limit_train),
-                       (config.data.eval_split, config.data.limit_eval)):
-    source = data.open_source(config.data.name, split, config.data.data_dir, config.data.download)
-    stores.append(data.ExampleStore(source, preprocess, config.data.cache_max_bytes,
-                                    f"{config.data.name}/{split}", limit))
-  return stores[0], stores[1]
+  return data.load_train_eval(config, preprocess)

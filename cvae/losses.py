@@ -76,6 +76,12 @@ def decoded_image(likelihood: str, out):
   return jnp.clip((mean + 1.0) / 2.0, 0.0, 1.0)
 
 
+def gradient_reverse(x, scale: float):
+  """Identity forward; the gradient flowing back is multiplied by -scale (as in DANN). A head
+  on top minimises its loss while everything below maximises it, weighted by `scale`."""
+  return -scale * x + jax.lax.stop_gradient((1.0 + scale) * x)
+
+
 def wrong_labels(rng, labels, num_classes: int):
   """A uniformly random label different from each true label (never equal to it)."""
   shift = jax.random.randint(rng, labels.shape, 1, num_classes)

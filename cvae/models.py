@@ -81,10 +81,12 @@ class Decoder(nn.Module):
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(h))
     h = nn.relu(nn.Dense(height * width * self.features[-1], name="project")(h))
     h = h.reshape(h.shape[0], height, width, self.features[-1])
-    rev = list(self.features[::-1])
-    for i, f in enumerate(rev[1:] + [rev[-1]]):
+    # Mirror of the encoder; the last transposed conv emits the likelihood parameters directly
+    # (a full-resolution conv stack would triple the step time on CPU).
+    for i, f in enumerate(self.features[::-1][1:]):
       h = nn.relu(nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", name=f"up{i}")(h))
-    return nn.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(h)
+    return nn.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME",
+                            name="out")(h)
 
 
 class CVAE(nn.Module):
@@ -97,6 +99,9 @@ class CVAE(nn.Module):
   num_classes: int = 10
   embed_dim: int = 16
   label_input: str = "both"
+  # > 0: an MLP with this many hidden units that predicts the class from z, trained adversarially
+  # (see losses.gradient_reverse) to push class information out of z. 0: none.
+  latent_classifier_hidden: int = 0
 
   def setup(self):
     if self.label_input not in LABEL_INPUTS:
@@ -105,6 +110,9 @@ class CVAE(nn.Module):
                            self.embed_dim, uses_encoder_label(self.label_input))
     self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
                            self.num_classes, self.embed_dim, uses_decoder_label(self.label_input))
+    if self.latent_classifier_hidden:
+      self.latent_hidden = nn.Dense(self.latent_classifier_hidden)
+      self.latent_logits = nn.Dense(self.num_classes)
 
   def encode(self, x, labels):
     return self.encoder(x, labels)
@@ -112,10 +120,15 @@ class CVAE(nn.Module):
   def decode(self, z, labels):
     return self.decoder(z, labels)
 
+  def classify_latent(self, z):
+    return self.latent_logits(nn.relu(self.latent_hidden(z)))
+
   def __call__(self, x, enc_labels, dec_labels, rng):
     """Returns (decoder output, mean, logvar); z = mean + sigma * eps with eps from `rng`."""
     mean, logvar = self.encode(x, enc_labels)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+    if self.latent_classifier_hidden and self.is_initializing():
+      self.classify_latent(z)
     return self.decode(z, dec_labels), mean, logvar
 
 
@@ -130,7 +143,8 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
   return CVAE(image_shape=tuple(image_shape), out_channels=out_channels,
               latent_dim=model_cfg.latent_dim, features=tuple(model_cfg.features),
               hidden=model_cfg.hidden, num_classes=num_classes, embed_dim=model_cfg.embed_dim,
-              label_input=model_cfg.label_input)
+              label_input=model_cfg.label_input,
+              latent_classifier_hidden=model_cfg.get("latent_classifier_hidden", 0))
 
 
 class Classifier(nn.Module):

@@ -13,12 +13,14 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from cvae import classifier_loader
 from cvae import input_pipeline
 from cvae import losses
 from cvae import models
 from cvae import pictures
+from shared.errors import ConfigError
 from shared.task import Task
 
 WRONG_LABEL_TARGETS = ("both", "encoder")
@@ -28,20 +30,23 @@ EVAL_SALT = 0xE7A1
 def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
   if config.model.label_input not in models.LABEL_INPUTS:
-    raise ValueError(f"model.label_input={config.model.label_input!r}; allowed: "
+    raise ConfigError(f"model.label_input={config.model.label_input!r}; allowed: "
                      f"{models.LABEL_INPUTS}")
   if config.loss.likelihood not in losses.LIKELIHOODS:
-    raise ValueError(f"loss.likelihood={config.loss.likelihood!r}; allowed: {losses.LIKELIHOODS}")
+    raise ConfigError(f"loss.likelihood={config.loss.likelihood!r}; allowed: {losses.LIKELIHOODS}")
   rate = config.loss.wrong_label_rate
   if not 0.0 <= rate <= 1.0:
-    raise ValueError(f"loss.wrong_label_rate={rate}; must be in [0, 1]")
+    raise ConfigError(f"loss.wrong_label_rate={rate}; must be in [0, 1]")
   if config.loss.wrong_label_target not in WRONG_LABEL_TARGETS:
-    raise ValueError(f"loss.wrong_label_target={config.loss.wrong_label_target!r}; allowed: "
+    raise ConfigError(f"loss.wrong_label_target={config.loss.wrong_label_target!r}; allowed: "
                      f"{WRONG_LABEL_TARGETS}")
   if config.loss.beta < 0:
-    raise ValueError(f"loss.beta={config.loss.beta}; must be >= 0")
+    raise ConfigError(f"loss.beta={config.loss.beta}; must be >= 0")
+  if config.loss.latent_adversary_weight < 0:
+    raise ConfigError(f"loss.latent_adversary_weight={config.loss.latent_adversary_weight}; "
+                     f"must be >= 0")
   if config.loss.kl_warmup_steps < 0:
-    raise ValueError(f"loss.kl_warmup_steps={config.loss.kl_warmup_steps}; must be >= 0")
+    raise ConfigError(f"loss.kl_warmup_steps={config.loss.kl_warmup_steps}; must be >= 0")
 
 
 def per_example_keys(seed: int, index):
@@ -63,6 +68,9 @@ def build_task(config) -> Task:
   beta, warmup = float(config.loss.beta), int(config.loss.kl_warmup_steps)
   rate, target = float(config.loss.wrong_label_rate), config.loss.wrong_label_target
   seed = config.seed
+  adv_weight = float(config.loss.latent_adversary_weight)
+  if adv_weight and not config.model.latent_classifier_hidden:
+    raise ConfigError("loss.latent_adversary_weight > 0 needs model.latent_classifier_hidden > 0")
   num_dims = int(np.prod(image_shape))
 
   def encode(params, x, y):
@@ -89,7 +97,16 @@ def build_task(config) -> Task:
     step = model_state["counters"]["step"]
     kl_weight = beta * (jnp.minimum(1.0, (step + 1) / warmup) if warmup else 1.0)
     total = jnp.mean(rec + kl_weight * kl)
-    metrics = {"recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
+    metrics = {}
+    if adv_weight:
+      # The latent head learns to read y from z; the encoder, through the reversed gradient,
+      # learns to leave y out of z, so the decoder must take the class from its label input.
+      logits = model.apply({"params": params}, losses.gradient_reverse(mean, adv_weight),
+                           method=models.CVAE.classify_latent)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      total = total + jnp.mean(ce)
+      metrics["latent_class_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y)
+    metrics = {**metrics, "recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
                "kl_weight": jnp.asarray(kl_weight, jnp.float32),
                "wrong_label_fraction": replaced.mean()}
     return total, (metrics, {"counters": {"step": step + 1}})

@@ -40,8 +40,8 @@ def test_model_shapes(dataset, label_input):
   model = models.from_config(config.model, shape, out_ch, 10)
   x = jnp.zeros((3,) + shape)
   y = jnp.array([0, 4, 9])
-  variables = model.init(jax.random.key(0), x, y, y, jax.random.key(1))
-  out, mean, logvar = model.apply(variables, x, y, y, jax.random.key(2))
+  variables = jax.jit(model.init)(jax.random.key(0), x, y, y, jax.random.key(1))
+  out, mean, logvar = jax.jit(model.apply)(variables, x, y, y, jax.random.key(2))
   assert out.shape == (3,) + shape[:2] + (out_ch,)
   assert mean.shape == logvar.shape == (3, config.model.latent_dim)
   params = variables["params"]
@@ -56,10 +56,10 @@ def test_decoder_label_changes_output_only_when_decoder_sees_it():
     cfg.features, cfg.hidden = (4, 8), 16
     model = models.from_config(cfg, shape, 1, 10)
     z = jax.random.normal(jax.random.key(0), (2, cfg.latent_dim))
-    v = model.init(jax.random.key(0), jnp.zeros((2,) + shape), jnp.zeros(2, jnp.int32),
-                   jnp.zeros(2, jnp.int32), jax.random.key(1))
-    a = model.apply(v, z, jnp.array([1, 1]), method=models.CVAE.decode)
-    b = model.apply(v, z, jnp.array([2, 2]), method=models.CVAE.decode)
+    v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2,) + shape),
+                            jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32), jax.random.key(1))
+    decode = jax.jit(lambda v, z, y: model.apply(v, z, y, method=models.CVAE.decode))
+    a, b = decode(v, z, jnp.array([1, 1])), decode(v, z, jnp.array([2, 2]))
     assert bool(jnp.any(jnp.abs(a - b) > 1e-6)) == should_change, label_input
 
 
@@ -102,6 +102,13 @@ def test_discretized_logistic_is_a_distribution_over_256_values():
         jnp.full((1, 1, 1, 1), m), jnp.full((1, 1, 1, 1), s), v.reshape(1, 1, 1, 1)))(
             values.reshape(256))
     np.testing.assert_allclose(jnp.sum(jnp.exp(-nll)), 1.0, rtol=2e-3)
+
+
+def test_gradient_reverse_is_identity_forward_and_flips_gradient():
+  x = jnp.array([1.0, -2.0, 3.0])
+  np.testing.assert_allclose(losses.gradient_reverse(x, 0.5), x)
+  grad = jax.grad(lambda v: jnp.sum(losses.gradient_reverse(v, 0.5) * jnp.array([1., 2., 3.])))(x)
+  np.testing.assert_allclose(grad, [-0.5, -1.0, -1.5])
 
 
 # ---------------------------------------------------------------- wrong labels
@@ -190,6 +197,7 @@ def test_config_variants_and_modifiers():
     ("loss.wrong_label_target", "decoder", "loss.wrong_label_target"),
     ("loss.likelihood", "gaussian_mix", "loss.likelihood"),
     ("data.name", "svhn", "data.name"),
+    ("loss.latent_adversary_weight", -1.0, "loss.latent_adversary_weight"),
 ])
 def test_bad_fields_are_named(field, value, match):
   config = cvae_configs.get_config("mnist")
