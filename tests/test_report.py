@@ -3,7 +3,6 @@
 Every number asserted here is computed by hand from the values the test writes.
 """
 
-import copy
 import csv
 import io
 import json
