@@ -82,4 +82,8 @@ class Checkpointer:
                         f"{type(cause).__name__}: {cause} (is the disk full or read-only?)")
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for saves in flight to commit, then releases orbax's threads."""
+    try:
+      self._manager.close()
+    except Exception as e:
+      raise self._write_error(None, e) from e

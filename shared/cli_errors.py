@@ -53,7 +53,7 @@ def describe(error: BaseException, argv: Sequence[str]) -> str:
   if unknown:
     return unknown
   top = str(error).strip().splitlines()
-  if top and "--config" in top[0]:   # absl names the flag: "flag --config.x=...: reason"
+  if top and top[0].startswith("flag --config."):   # an override: "flag --config.x=v: reason"
     return top[0]
   cause = _root_cause(error)
   text = str(cause).strip().splitlines()

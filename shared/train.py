@@ -169,6 +169,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   validate.check_common(config)
   task = load_task(config)   # task-specific config checks happen here, before any compile
   _ensure_writable(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+  failed = True
+  try:
+    result = _run(config, workdir, task, ckpt)
+    failed = False
+    return result
+  finally:
+    # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
+    try:
+      ckpt.close()
+    except errors.WorkdirError:
+      if not failed:
+        raise
+
+
+def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer) -> dict:
   mesh = sharding.make_mesh()
   pidx, pcount = jax.process_index(), jax.process_count()
 
@@ -181,7 +197,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                len(train_store), "cached" if train_store.cached else "decoded per batch",
                len(eval_store), spe, total_steps, jax.device_count())
 
-  ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
   _load_config_guard(config, workdir, ckpt.latest_step() is not None)
   if config.mode == "eval" and ckpt.latest_step() is None:
     raise FileNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
@@ -305,7 +320,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     plotting.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
                          eval_keys=task.curve_metrics)
   ckpt.wait()
-  ckpt.close()
   writer.close()
   logging.info("wrote %s", os.path.join(workdir, "eval.json"))
   return result

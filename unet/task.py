@@ -30,6 +30,18 @@ def _check(config) -> None:
                      f"{{1 (pet), 2 (background), 3 (border)}} is allowed")
   if seg.loss not in losses.LOSSES:
     raise ConfigError(f"seg.loss={seg.loss!r}; allowed: {losses.LOSSES}")
+  m = config.model
+  for field, value, allowed in (("downsample", m.downsample, models.DOWNSAMPLE),
+                                ("upsample", m.upsample, models.UPSAMPLE),
+                                ("norm", m.norm, models.NORMS),
+                                ("upsample_method", m.upsample_method, ("bilinear", "nearest"))):
+    if value not in allowed:
+      raise ConfigError(f"model.{field}={value!r}; allowed: {allowed}")
+  for field in ("depth", "base_features"):
+    if m[field] <= 0:
+      raise ConfigError(f"model.{field}={m[field]}: must be a positive integer")
+  if not 0 <= m.dropout_rate < 1:
+    raise ConfigError(f"model.dropout_rate={m.dropout_rate}: must be in [0, 1)")
   factor = 2**config.model.depth
   if config.data.image_size % factor:
     raise ConfigError(f"data.image_size={config.data.image_size} is not divisible by "

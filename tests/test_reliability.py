@@ -1,0 +1,237 @@
+"""Faults a real run meets: config mistakes, resume with another config, NaN loss, bad data,
+damaged checkpoints, unwritable or full workdir. (Kills and preemption: test_kill_resume.py.)"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from shared import checkpoint
+from shared import data
+from shared import errors
+from shared import train
+from tests.conftest import REPO_ROOT, tiny_unet_config
+
+
+def _restore_params(workdir):
+  ckpt = checkpoint.Checkpointer(workdir, 3)
+  return ckpt._manager.restore(ckpt.latest_step())["params"]  # pylint: disable=protected-access
+
+
+def _assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------- config mistakes, in-process
+
+@pytest.mark.parametrize("field,value,message", [
+    ("data.image_size", 34, r"data.image_size=34 is not divisible by 2\*\*model.depth = 4"),
+    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0: must be a positive number"),
+    ("optimizer.learning_rate", -1e-3, r"optimizer.learning_rate=-0.001: must be a positive"),
+    ("train.batch_size", 0, r"train.batch_size=0: must be a positive integer"),
+    ("eval.batch_size", -4, r"eval.batch_size=-4: must be a positive integer"),
+    ("train.num_epochs", 0, r"train.num_epochs=0: must be a positive integer"),
+    ("seg.loss", "focal", r"seg.loss='focal'; allowed"),
+    ("seg.mode", "multi", r"seg.mode='multi'; allowed"),
+    ("model.norm", "layer", r"model.norm='layer'; allowed"),
+    ("model.downsample", "avgpool", r"model.downsample='avgpool'; allowed"),
+    ("model.upsample", "pixelshuffle", r"model.upsample='pixelshuffle'; allowed"),
+    ("model.depth", 0, r"model.depth=0: must be a positive integer"),
+    ("model.dropout_rate", 1.0, r"model.dropout_rate=1.0: must be in \[0, 1\)"),
+    ("seg.foreground_classes", (1, 2, 3), r"seg.foreground_classes=\(1, 2, 3\); a non-empty"),
+    ("mode", "predict", r"mode='predict': allowed values are 'train', 'eval'"),
+])
+def test_config_mistakes_are_named_before_compiling(tfds_dir, tmp_path, field, value, message):
+  config = tiny_unet_config(tfds_dir, **{field: value})
+  with pytest.raises(errors.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")   # nothing was trained or written
+
+
+def _launch(args, env_extra=None):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_config_mistakes_give_one_clear_line(tmp_path, tfds_dir):
+  cases = [
+      (["--config=configs/unet.py:mp_xx_bce"], "unknown UNet variant 'mp_xx_bce'; valid variants"),
+      (["--config=configs/unet.py:mp_tr_bce", "--config.train.bach_size=8"],
+       "config has no field 'train.bach_size'; fields under train: batch_size"),
+      (["--config=configs/unet.py:mp_tr_bce,gpu"], "unknown modifier 'gpu'"),
+      (["--config=configs/unet.py:mp_tr_bce", "--config.train.batch_size=ten"],
+       "--config.train.batch_size=ten"),
+  ]
+  for args, expected in cases:
+    proc = _launch([*args, f"--workdir={tmp_path}"], {"TFDS_DATA_DIR": tfds_dir})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("config error:") and expected in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_batch_not_divisible_by_devices(tmp_path, tfds_dir):
+  proc = _launch(["--config=configs/unet.py:mp_tr_bce", f"--workdir={tmp_path}",
+                  "--config.train.batch_size=12", "--config.data.download=false"],
+                 {"TFDS_DATA_DIR": tfds_dir,
+                  "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: train.batch_size=12: must be divisible by the number of devices (8); "
+      "use a multiple of 8")
+
+
+# ---------------------------------------------------------------- resume with another config
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tfds_dir):
+  workdir = str(tmp_path_factory.mktemp("finished"))
+  config = tiny_unet_config(tfds_dir)
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_resume_with_different_config_is_refused_with_fields_listed(finished, tmp_path):
+  config, workdir, _ = finished
+  other = str(tmp_path / "other")
+  shutil.copytree(workdir, other)
+  changed = config.copy_and_resolve_references()
+  changed.optimizer.learning_rate = 0.05
+  changed.model.base_features = 8
+  with pytest.raises(errors.ConfigError) as err:
+    train.train_and_evaluate(changed, other)
+  msg = str(err.value)
+  assert "model.base_features: 4 -> 8" in msg and "optimizer.learning_rate: 0.001 -> 0.05" in msg
+  assert "--config.allow_config_change=true" in msg
+  # Harmless fields (logging, eval batch) may change; the explicit override lets the rest pass.
+  harmless = config.copy_and_resolve_references()
+  harmless.train.log_every_steps = 3
+  harmless.eval.batch_size = 8
+  assert train.train_and_evaluate(harmless, other)["step"] == 8
+  changed.model.base_features = 4
+  changed.allow_config_change = True
+  assert train.train_and_evaluate(changed, other)["step"] == 8
+
+
+# ---------------------------------------------------------------- numerical faults
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
+  config = tiny_unet_config(tfds_dir, **{
+      "optimizer.learning_rate": 1e30, "optimizer.schedule": "constant",
+      "train.checkpoint_every_steps": 1, "train.log_every_steps": 1, "model.norm": "none"})
+  with pytest.raises(errors.NonFiniteLossError) as err:
+    train.train_and_evaluate(config, str(tmp_path))
+  msg = str(err.value)
+  bad_step = int(msg.split(" at step ")[1].split(";")[0])
+  assert "learning_rate" in msg and "last good checkpoint" in msg
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 3)
+  assert ckpt.latest_step() == bad_step - 1
+  params = _restore_params(str(tmp_path))
+  assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+
+
+# ---------------------------------------------------------------- bad data
+
+class _BrokenSource:
+  """A real data source in which some examples cannot be decoded."""
+
+  def __init__(self, source, broken):
+    self.source, self.broken = source, set(broken)
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    if i in self.broken:
+      raise OSError("image file is truncated")
+    return self.source[i]
+
+
+def test_undecodable_example_is_reported_by_dataset_split_and_index(tfds_dir):
+  source = _BrokenSource(data.open_source("oxford_iiit_pet", "test", tfds_dir, False), [7])
+  with pytest.raises(errors.BadExampleError,
+                     match=r"oxford_iiit_pet/test example 7 cannot be decoded \(OSError: image "
+                           r"file is truncated\); set --config.data.skip_bad_examples=true"):
+    data.ExampleStore(source, lambda ex: ex, name="oxford_iiit_pet/test", limit=20)
+  # Decoding per batch (no cache) reports it when the batch is made.
+  lazy = data.ExampleStore(source, lambda ex: {"label": np.asarray(ex["label"])},
+                           cache_max_bytes=0, name="oxford_iiit_pet/test", limit=20)
+  lazy.get(np.arange(5))
+  with pytest.raises(errors.BadExampleError, match="example 7"):
+    lazy.get(np.arange(5, 10))
+
+
+def test_skip_bad_examples_counts_them_in_eval_json(tfds_dir, tmp_path, monkeypatch):
+  real_open = data.open_source
+
+  def open_broken(name, split, data_dir, download=True):
+    source = real_open(name, split, data_dir, download)
+    return _BrokenSource(source, [3, 5] if split == "train" else [0])
+
+  monkeypatch.setattr(data, "open_source", open_broken)
+  config = tiny_unet_config(tfds_dir, **{"data.skip_bad_examples": True})
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result["skipped_train_examples"] == 2 and result["skipped_eval_examples"] == 1
+  assert result["num_eval_examples"] == 39
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["skipped_train_examples"] == 2
+  config.data.skip_bad_examples = False
+  with pytest.raises(errors.BadExampleError, match="oxford_iiit_pet/train example 3"):
+    train.train_and_evaluate(config, str(tmp_path / "strict"))
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+def _biggest_file(folder):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_latest_checkpoint_falls_back_to_newest_good(finished, tmp_path, damage, caplog):
+  config, workdir, result = finished
+  broken = str(tmp_path / "broken")
+  shutil.copytree(workdir, broken)
+  os.remove(os.path.join(broken, "eval.json"))
+  victim = _biggest_file(os.path.join(broken, "checkpoints", "8"))
+  if damage == "truncate":
+    with open(victim, "r+b") as f:
+      f.truncate(os.path.getsize(victim) // 3)
+  else:
+    os.remove(victim)
+  again = train.train_and_evaluate(config, broken)
+  assert "checkpoint step 8" in caplog.text and "is damaged" in caplog.text
+  moved = os.listdir(os.path.join(broken, "checkpoints_damaged"))
+  assert len(moved) == 1 and moved[0].startswith("8-")      # kept for inspection, not deleted
+  assert again["step"] == 8                                  # retrained 4 -> 8 from step 4
+  for key in ("dice", "iou", "pixel_accuracy"):
+    assert again[key] == result[key]
+  _assert_same_params(_restore_params(workdir), _restore_params(broken))
+
+
+# ---------------------------------------------------------------- workdir problems
+
+def test_unwritable_workdir_is_a_clear_error(tfds_dir, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  with pytest.raises(errors.WorkdirError, match=r"workdir '.*a_file/run' is not writable"):
+    train.train_and_evaluate(tiny_unet_config(tfds_dir), str(blocker / "run"))
+
+
+def test_full_disk_is_a_clear_error(tfds_dir, tmp_path):
+  mount = tmp_path / "small_disk"
+  mount.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
+                    capture_output=True).returncode:
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+  try:
+    with pytest.raises(errors.WorkdirError, match=r"(No space left on device|disk full)"):
+      train.train_and_evaluate(tiny_unet_config(tfds_dir), str(mount / "run"))
+  finally:
+    subprocess.run(["umount", str(mount)], check=False)
