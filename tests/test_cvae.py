@@ -29,6 +29,12 @@ def _sigmoid(v):
 # ---------------------------------------------------------------- model shapes
 
 
+def _run_fast(f, *args):
+  """Runs `f` jitted at XLA optimisation level 0: these tests check shapes and values, and
+  the backend optimisations would take most of their time."""
+  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+
+
 @pytest.mark.parametrize("dataset,label_input", [("mnist", "encoder"), ("mnist", "decoder"),
                                                  ("mnist", "both"), ("cifar10", "both")])
 def test_model_shapes(dataset, label_input):
@@ -40,8 +46,8 @@ def test_model_shapes(dataset, label_input):
   model = models.from_config(config.model, shape, out_ch, 10)
   x = jnp.zeros((3,) + shape)
   y = jnp.array([0, 4, 9])
-  variables = jax.jit(model.init)(jax.random.key(0), x, y, y, jax.random.key(1))
-  out, mean, logvar = jax.jit(model.apply)(variables, x, y, y, jax.random.key(2))
+  variables = _run_fast(model.init, jax.random.key(0), x, y, y, jax.random.key(1))
+  out, mean, logvar = _run_fast(model.apply, variables, x, y, y, jax.random.key(2))
   assert out.shape == (3,) + shape[:2] + (out_ch,)
   assert mean.shape == logvar.shape == (3, config.model.latent_dim)
   params = variables["params"]
@@ -56,10 +62,10 @@ def test_decoder_label_changes_output_only_when_decoder_sees_it():
     cfg.features, cfg.hidden = (4, 8), 16
     model = models.from_config(cfg, shape, 1, 10)
     z = jax.random.normal(jax.random.key(0), (2, cfg.latent_dim))
-    v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2,) + shape),
-                            jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32), jax.random.key(1))
-    decode = jax.jit(lambda v, z, y: model.apply(v, z, y, method=models.CVAE.decode))
-    a, b = decode(v, z, jnp.array([1, 1])), decode(v, z, jnp.array([2, 2]))
+    v = _run_fast(model.init, jax.random.key(0), jnp.zeros((2,) + shape),
+                  jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32), jax.random.key(1))
+    decode = lambda v, z, y: model.apply(v, z, y, method=models.CVAE.decode)
+    a, b = _run_fast(decode, v, z, jnp.array([1, 1])), _run_fast(decode, v, z, jnp.array([2, 2]))
     assert bool(jnp.any(jnp.abs(a - b) > 1e-6)) == should_change, label_input
 
 
