@@ -65,9 +65,15 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     try:
-      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      # orbax skips a save while the previous one is still being written; the previous one has
+      # had a whole checkpoint interval to finish, so waiting for it here costs ~nothing and
+      # guarantees that every requested step (e.g. the preemption step) is written.
+      self._manager.wait_until_finished()
+      saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception as e:
       raise self._write_error(step, e) from e
+    if not saved:
+      raise RuntimeError(f"orbax declined to save checkpoint step {step} in {self.directory}")
 
   def wait(self) -> None:
     try:

@@ -36,6 +36,7 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -170,12 +170,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   task = load_task(config)   # task-specific config checks happen here, before any compile
   _ensure_writable(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+  writer = metric_writer.MetricWriter(workdir)
   failed = True
   try:
-    result = _run(config, workdir, task, ckpt)
+    result = _run(config, workdir, task, ckpt, writer)
     failed = False
     return result
   finally:
+    writer.close()   # also on errors: no open files left in the workdir
     # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
     try:
       ckpt.close()
@@ -184,7 +186,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise
 
 
-def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer) -> dict:
+def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
+         writer: metric_writer.MetricWriter) -> dict:
   mesh = sharding.make_mesh()
   pidx, pcount = jax.process_index(), jax.process_count()
 
@@ -219,7 +222,6 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer) -> dic
     raise FileNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
 
   eval_step = jax.jit(task.eval_sums, out_shardings=repl)
-  writer = metric_writer.MetricWriter(workdir)
   step = int(state["step"])
   prior_train_s = float(state["train_time_s"])
   clock = _Clock()
@@ -320,6 +322,5 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer) -> dic
     plotting.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
                          eval_keys=task.curve_metrics)
   ckpt.wait()
-  writer.close()
   logging.info("wrote %s", os.path.join(workdir, "eval.json"))
   return result

@@ -234,4 +234,4 @@ def test_full_disk_is_a_clear_error(tfds_dir, tmp_path):
     with pytest.raises(errors.WorkdirError, match=r"(No space left on device|disk full)"):
       train.train_and_evaluate(tiny_unet_config(tfds_dir), str(mount / "run"))
   finally:
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "-l", str(mount)], check=False)
