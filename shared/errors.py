@@ -26,6 +26,10 @@ class WorkdirError(UserFacingError, OSError):
   """The workdir cannot be written (permissions, full disk, a file in the way)."""
 
 
+class CheckpointNotFoundError(UserFacingError, FileNotFoundError):
+  """`--config.mode=eval` (or a classifier lookup) found no checkpoint to restore."""
+
+
 class NonFiniteLossError(UserFacingError, FloatingPointError):
   """The training loss became NaN or Inf."""
   exit_code = 3

@@ -202,7 +202,7 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
 
   _load_config_guard(config, workdir, ckpt.latest_step() is not None)
   if config.mode == "eval" and ckpt.latest_step() is None:
-    raise FileNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
+    raise errors.CheckpointNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
 
   repl = sharding.replicated(mesh)
   train_iter = lambda start: data.train_batches(  # pylint: disable=g-long-lambda
@@ -219,7 +219,7 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
     state = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
   elif config.mode == "eval":
-    raise FileNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
+    raise errors.CheckpointNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
 
   eval_step = jax.jit(task.eval_sums, out_shardings=repl)
   step = int(state["step"])
