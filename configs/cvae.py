@@ -52,7 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the true label).
   config.loss.wrong_label_rate = 0.0
   config.loss.wrong_label_target = "both"
-  # Weight of the reversed gradient from the latent class head into the encoder (0 = off).
+  # Weight of the encoder's latent-confusion term: pushes the latent class head's prediction
+  # from z towards uniform, i.e. class information out of z (0 = off).
   config.loss.latent_adversary_weight = 0.0
 
   config.train.batch_size = 128

@@ -99,8 +99,8 @@ class CVAE(nn.Module):
   num_classes: int = 10
   embed_dim: int = 16
   label_input: str = "both"
-  # > 0: an MLP with this many hidden units that predicts the class from z, trained adversarially
-  # (see losses.gradient_reverse) to push class information out of z. 0: none.
+  # > 0: an MLP with this many hidden units that predicts the class from z, used adversarially
+  # (see losses.latent_confusion) to push class information out of z. 0: none.
   latent_classifier_hidden: int = 0
 
   def setup(self):

@@ -99,13 +99,16 @@ def build_task(config) -> Task:
     total = jnp.mean(rec + kl_weight * kl)
     metrics = {}
     if adv_weight:
-      # The latent head learns to read y from z; the encoder, through the reversed gradient,
-      # learns to leave y out of z, so the decoder must take the class from its label input.
-      logits = model.apply({"params": params}, losses.gradient_reverse(mean, adv_weight),
-                           method=models.CVAE.classify_latent)
+      # The latent head learns to read y from z (z frozen for it); the encoder is pushed to make
+      # the head's prediction uniform (head frozen for it), so class information leaves z and
+      # the decoder has to take the class from its label input.
+      head = lambda p, z: model.apply({"params": p}, z, method=models.CVAE.classify_latent)
+      logits = head(params, jax.lax.stop_gradient(mean))
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-      total = total + jnp.mean(ce)
+      confusion = losses.latent_confusion(head(jax.lax.stop_gradient(params), mean))
+      total = total + jnp.mean(ce) + adv_weight * jnp.mean(confusion)
       metrics["latent_class_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y)
+      metrics["latent_confusion"] = jnp.mean(confusion)
     metrics = {**metrics, "recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
                "kl_weight": jnp.asarray(kl_weight, jnp.float32),
                "wrong_label_fraction": replaced.mean()}

@@ -110,11 +110,13 @@ def test_discretized_logistic_is_a_distribution_over_256_values():
     np.testing.assert_allclose(jnp.sum(jnp.exp(-nll)), 1.0, rtol=2e-3)
 
 
-def test_gradient_reverse_is_identity_forward_and_flips_gradient():
-  x = jnp.array([1.0, -2.0, 3.0])
-  np.testing.assert_allclose(losses.gradient_reverse(x, 0.5), x)
-  grad = jax.grad(lambda v: jnp.sum(losses.gradient_reverse(v, 0.5) * jnp.array([1., 2., 3.])))(x)
-  np.testing.assert_allclose(grad, [-0.5, -1.0, -1.5])
+def test_latent_confusion_is_cross_entropy_to_uniform():
+  uniform = jnp.zeros((1, 10))
+  np.testing.assert_allclose(losses.latent_confusion(uniform), [math.log(10)], rtol=1e-6)
+  # Two classes with logits (log 3, 0): p = (.75, .25); CE to (.5, .5) = -(log .75 + log .25) / 2.
+  two = jnp.array([[math.log(3.0), 0.0]])
+  np.testing.assert_allclose(losses.latent_confusion(two),
+                             [-(math.log(0.75) + math.log(0.25)) / 2], rtol=1e-6)
 
 
 # ---------------------------------------------------------------- wrong labels
@@ -263,6 +265,8 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
   config.model.latent_dim = 4
   config.loss.wrong_label_rate = 0.2
   config.loss.kl_warmup_steps = 3
+  config.model.latent_classifier_hidden = 8
+  config.loss.latent_adversary_weight = 1.0
   config.eval.classifier_workdir = clf_dir
   config.eval.num_iterations = 3
   config.eval.num_swap_rows = 2
@@ -289,6 +293,9 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
   records = [json.loads(l) for l in open(os.path.join(work, "metrics.jsonl"))]
   weights = [r["kl_weight"] for r in records if r.get("kind") == "train"]
   assert weights and weights[-1] == pytest.approx(1.0)   # warm-up over after 3 of 8 steps
+  assert weights[0] < 1.0
+  confusion = [r["latent_confusion"] for r in records if r.get("kind") == "train"]
+  assert all(c >= math.log(10) - 1e-4 for c in confusion)  # CE to uniform is at least log K
 
   # Eval metrics do not depend on the eval batch size (per-example keys, padding masked).
   config.mode = "eval"
