@@ -1,0 +1,1 @@
+"""Benchmarks of the train / eval steps against PyTorch mirrors; see benchmarks/README.md."""

@@ -1,0 +1,65 @@
+"""Helpers shared by the benchmark workers and the driver: timing, peak RSS, subprocesses.
+
+Every measurement runs in its own subprocess (`worker.py`) so that peak RSS belongs to one
+model in one framework, XLA flags such as the simulated device count can differ per run, and a
+crash in one measurement does not lose the rest of the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def ensure_repo_on_path() -> None:
+  """`python benchmarks/run.py` puts benchmarks/ on sys.path, not the repo root."""
+  if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_time(fn, steps: int) -> tuple[float, list[float]]:
+  """Median wall time of `fn()` over `steps` calls; `fn` must block until its work is done."""
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def emit(result: dict) -> None:
+  """Worker side: the one line the driver parses (everything else on stdout is ignored)."""
+  result = {**result, "peak_rss_mb": round(peak_rss_mb(), 1)}
+  print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(spec: dict, env_extra: dict | None = None, timeout: float = 3600) -> dict:
+  """Runs `worker.py` on `spec` in a fresh interpreter; returns its result or an `error`."""
+  env = dict(os.environ)
+  env.update(env_extra or {})
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--spec=" + json.dumps(spec)]
+  try:
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          errors="replace", timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    return {**spec, "error": f"timed out after {timeout:.0f}s"}
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith(RESULT_PREFIX):
+      return {**spec, **json.loads(line[len(RESULT_PREFIX):])}
+  tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+  return {**spec, "error": f"exit {proc.returncode}: {tail[:300]}"}

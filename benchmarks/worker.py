@@ -1,0 +1,45 @@
+"""One measurement in a fresh interpreter: `worker.py --spec=JSON`; prints one result line.
+
+Run by run.py (see common.run_worker), not by hand, so that each result's peak RSS, XLA flags
+and thread settings belong to that measurement alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from benchmarks import common
+
+_SPEC = flags.DEFINE_string("spec", None, "JSON measurement spec (see run.py)", required=True)
+
+
+def main(argv):
+  del argv
+  spec = json.loads(_SPEC.value)
+  kind = spec["kind"]
+  if kind == "jax_step":
+    from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top
+    result = jax_bench.measure(spec)
+  elif kind == "torch_step":
+    from benchmarks import torch_bench  # pylint: disable=g-import-not-at-top
+    result = torch_bench.measure(spec)
+  elif kind == "pipeline":
+    from benchmarks import pipeline_bench  # pylint: disable=g-import-not-at-top
+    result = pipeline_bench.measure(spec)
+  elif kind == "matmul":
+    from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top
+    result = jax_bench.matmul_flops(spec["n"], spec["steps"])
+  else:
+    raise ValueError(f"unknown measurement kind {kind!r}")
+  common.emit(result)
+
+
+if __name__ == "__main__":
+  app.run(main)
