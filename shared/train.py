@@ -263,11 +263,14 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
           clock.resume()
         else:
           steps_timed += 1
+        # One read of the signal flag per step: a signal arriving later in this iteration is
+        # honoured at the next step, never half (raised without the save).
+        preempt = guard.requested
         is_log = step % config.train.log_every_steps == 0 or step == total_steps
         is_eval = (step % spe == 0 and (step // spe) % config.train.eval_every_epochs == 0
                    or step == total_steps)
         is_save = (step % config.train.checkpoint_every_steps == 0 or step == total_steps
-                   or guard.requested)
+                   or preempt)
         if is_log or is_save or is_eval:
           # The only host syncs: every log / eval / checkpoint, never every step.
           fetched += [(s, m) for s, m in zip([s for s, _ in on_device],
@@ -289,7 +292,7 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
           final_metrics = run_eval()
         if is_save:
           save()
-        if guard.requested:
+        if preempt:
           ckpt.wait()
           raise errors.Preempted(
               f"received {guard.signal_name} at step {step}/{total_steps}: checkpoint committed "
