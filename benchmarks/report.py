@@ -1,0 +1,126 @@
+"""Plain-text tables from the workers' result dicts (run.py prints them; no measuring here)."""
+
+from __future__ import annotations
+
+import math
+
+
+def _f(v, fmt="{:.1f}") -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "-"
+  return fmt.format(v)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+  widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(header)]
+  line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+  return "\n".join([f"\n== {title}", line(header), line(["-" * w for w in widths])]
+                   + [line(r) for r in rows])
+
+
+def _name(r: dict) -> tuple[str, str]:
+  if r.get("model") == "unet":
+    return r["variant"], r["size"]
+  return f"cvae_{r['dataset']}", "-"
+
+
+def matmul_ceiling(matmul: list[dict]) -> float | None:
+  """GFLOP/s of this machine's best dense fp32 matmul (numpy or jax), measured in this run."""
+  if not matmul or "error" in matmul[0]:
+    return None
+  return max(matmul[0]["numpy_gflops"], matmul[0]["jax_gflops"])
+
+
+def matmul_line(m: dict) -> str:
+  if "error" in m:
+    return f"\ndense matmul ceiling: failed ({m['error']})"
+  return (f"\ndense fp32 matmul {m['n']}x{m['n']}: numpy {m['numpy_gflops']:.0f} GFLOP/s, "
+          f"jax {m['jax_gflops']:.0f} GFLOP/s (utilisation = train-step FLOP/s / the larger)")
+
+
+def step_table(section: str, results: list[dict], ceiling: float | None) -> str:
+  header = ["model", "size", "framework", "params", "batch", "compile_s", "first_s", "step_ms",
+            "img/s", "eval_img/s", "rss_MB", "GFLOP/s", "util", "ours/this"]
+  rows, notes = [], []
+  ours = {_name(r): r for r in results if r.get("kind") == "jax_step" and "error" not in r}
+  for r in results:
+    name, size = _name(r)
+    fw = r.get("framework") or (r["kind"].replace("_step", "")
+                                + ("_channels_last" if r.get("channels_last") else ""))
+    if "error" in r:
+      rows.append([name, size, fw, "error"] + [""] * (len(header) - 4))
+      notes.append(f"{name} {size} {fw}: {r['error']}")
+      continue
+    mine = ours.get((name, size))
+    ratio = (mine["images_per_s"] / r["images_per_s"]
+             if mine and r["framework"] != "jax" else None)
+    params = str(r["num_params"])
+    if mine and r["num_params"] != mine["num_params"]:
+      params += "!"
+      notes.append(f"{name} {size} {fw}: {r['num_params']} parameters, ours "
+                   f"{mine['num_params']} (the mirror is not the same model)")
+    gflops = r.get("flops_per_s") and r["flops_per_s"] / 1e9
+    util = gflops / ceiling if gflops and ceiling else None
+    rows.append([name, size, fw, params, str(r["batch_size"]), _f(r.get("compile_s")),
+                 _f(r.get("first_call_s")), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
+                 _f(r.get("eval_images_per_s")), _f(r.get("peak_rss_mb"), "{:.0f}"),
+                 _f(gflops), _f(util, "{:.1%}"), _f(ratio, "{:.2f}")])
+  out = _table(f"{section}: train step (median) and eval step; ours/this = our img/s / this row's",
+               header, rows)
+  return out + "".join(f"\n  note: {n}" for n in notes)
+
+
+def pipeline_table(pipeline: list[dict], results: dict) -> str:
+  ours = {_name(r): r for sec in ("unet", "cvae") for r in results.get(sec, [])
+          if r.get("kind") == "jax_step" and "error" not in r}
+  header = ["model", "size", "examples", "batch", "build_s", "first_epoch_img/s",
+            "cached_img/s", "train_img/s", "cached/train", "rss_MB"]
+  rows = []
+  for r in pipeline:
+    name, size = _name(r)
+    name = "unet" if r.get("model") == "unet" else name
+    if "error" in r:
+      rows.append([name, size, "error: " + r["error"][:80]] + [""] * (len(header) - 3))
+      continue
+    step = ours.get(_name(r))
+    train_ips = step["images_per_s"] if step else None
+    rows.append([name, size, str(r["num_examples"]), str(r["batch_size"]), _f(r["build_s"]),
+                 _f(r["first_epoch_images_per_s"], "{:.0f}"),
+                 _f(r["cached_images_per_s"], "{:.0f}"), _f(train_ips),
+                 _f(train_ips and r["cached_images_per_s"] / train_ips, "{:.0f}x"),
+                 _f(r.get("peak_rss_mb"), "{:.0f}")])
+  return _table("input pipeline (shared.data from TFDS_DATA_DIR) vs our train step's "
+                "consumption (train_img/s, strconv_ups_dice row for the UNet)", header, rows)
+
+
+def scaling_table(scaling: list[dict]) -> str:
+  header = ["axis", "image", "batch", "devices", "compile_s", "step_ms", "img/s", "ms/image",
+            "vs_first"]
+  rows, first = [], {}
+  for r in scaling:
+    axis = r["axis"]
+    size = r.get("overrides", {}).get("data.image_size", "-")
+    if "error" in r:
+      rows.append([axis, str(size), str(r.get("batch_size") or "-"), "-", "error: "
+                   + r["error"][:80], "", "", "", ""])
+      continue
+    first.setdefault(axis, r)
+    rel = r["images_per_s"] / first[axis]["images_per_s"]
+    rows.append([axis, str(size), str(r["batch_size"]), str(r["num_devices"]),
+                 _f(r["compile_s"]), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
+                 _f(r["step_s"] * 1e3 / r["batch_size"], "{:.2f}"), _f(rel, "{:.2f}x")])
+  return _table("scaling of our train step (strconv_ups_dice, cpu model); vs_first = img/s "
+                "relative to the axis's first row", header, rows)
+
+
+def unet_ratio(unet: list[dict], variant: str) -> float:
+  """Our train img/s / PyTorch eager's for `variant` at the default size (nan if missing)."""
+  pick = lambda kind, cl: next(
+      (r for r in unet if r.get("kind") == kind and r.get("variant") == variant
+       and r.get("size") == "default" and bool(r.get("channels_last")) == cl
+       and "error" not in r), None)
+  ours, theirs = pick("jax_step", False), pick("torch_step", False)
+  if not ours or not theirs:
+    return float("nan")
+  return ours["images_per_s"] / theirs["images_per_s"]

@@ -1,0 +1,152 @@
+"""Side-by-side benchmark of our train/eval steps against PyTorch on this machine.
+
+  python benchmarks/run.py [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
+                           [--torch_threads=N] [--out=bench.json]
+
+Prints one table per section; the last line is `unet_vs_pytorch=R`: our train images/s over
+PyTorch eager's for strconv_ups_dice at the default size (R > 1: ours is faster). Each
+measurement runs in its own subprocess (benchmarks/worker.py), so peak RSS is per model and
+per framework. See benchmarks/README.md for the columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from benchmarks import common
+from benchmarks import report
+
+SECTIONS = ("unet", "cvae", "pipeline", "scaling")
+ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
+RATIO_VARIANT = "strconv_ups_dice"
+
+_QUICK = flags.DEFINE_bool("quick", False, "tiny shapes and few steps: a smoke test, not a "
+                           "measurement")
+_ONLY = flags.DEFINE_list("only", list(SECTIONS), f"sections to run, from {SECTIONS}")
+_STEPS = flags.DEFINE_integer("steps", 20, "timed train steps per measurement (after warm-up)")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after the first call")
+_SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 10, "timed steps per scaling point")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default, "
+                                      "one per core)")
+_VARIANTS = flags.DEFINE_list("variants", list(ABLATION), "UNet variants to measure")
+_OUT = flags.DEFINE_string("out", None, "also write every result as JSON here")
+
+# --quick: every model shrunk so that one subprocess compiles and runs in seconds.
+QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
+              "train.batch_size": 4, "eval.batch_size": 4}
+QUICK_CVAE = {"train.batch_size": 16, "eval.batch_size": 16}
+
+
+def _run(spec: dict, env: dict | None = None) -> dict:
+  label = " ".join(str(spec.get(k)) for k in ("kind", "model", "variant", "dataset", "size")
+                   if spec.get(k))
+  print(f"  measuring {label} ...", file=sys.stderr, flush=True)
+  return common.run_worker(spec, env)
+
+
+def _step_specs(model_spec: dict, steps: int) -> list[dict]:
+  base = {**model_spec, "steps": steps, "warmup": _WARMUP.value}
+  torch = {**base, "kind": "torch_step", "torch_threads": _TORCH_THREADS.value}
+  return [{**base, "kind": "jax_step"}, torch, {**torch, "channels_last": True}]
+
+
+def unet_specs(quick: bool) -> list[dict]:
+  variants = [RATIO_VARIANT] if quick else _VARIANTS.value
+  sizes = ["default"] if quick else ["cpu", "default"]
+  return [{"model": "unet", "variant": v, "size": s, "overrides": QUICK_UNET if quick else {}}
+          for v in variants for s in sizes]
+
+
+def cvae_specs(quick: bool) -> list[dict]:
+  datasets = ["mnist"] if quick else ["mnist", "cifar10"]
+  return [{"model": "cvae", "dataset": d, "overrides": QUICK_CVAE if quick else {}}
+          for d in datasets]
+
+
+def pipeline_specs(quick: bool) -> list[dict]:
+  limit = {"unet": 64, "cvae": 1024} if quick else {"unet": 0, "cvae": 0}
+  specs = [{"model": "unet", "variant": RATIO_VARIANT, "size": s, "limit_train": limit["unet"]}
+           for s in (["cpu"] if quick else ["cpu", "default"])]
+  specs += [{"model": "cvae", "dataset": d, "limit_train": limit["cvae"]}
+            for d in (["mnist"] if quick else ["mnist", "cifar10"])]
+  return [{**s, "kind": "pipeline", "cached_epochs": 1 if quick else 3} for s in specs]
+
+
+def scaling_specs(quick: bool) -> list[tuple[str, dict, dict]]:
+  """(axis, spec, env): image size and batch at one device, then 1..8 simulated devices.
+
+  The `cpu` model (base 16) keeps the 256 px and batch-64 points affordable on 2 cores.
+  """
+  sizes, batches, devices = ((32, 64), (4, 8), (1, 2)) if quick else (
+      (64, 128, 256), (4, 8, 16, 32, 64), (1, 2, 4, 8))
+  base = {"kind": "jax_step", "model": "unet", "variant": RATIO_VARIANT, "size": "cpu",
+          "steps": 3 if quick else _SCALING_STEPS.value, "warmup": 1, "eval": False}
+  small = {"model.base_features": 4, "model.depth": 2} if quick else {}
+  out = [("image_size", {**base, "overrides": {**small, "data.image_size": s}}, {})
+         for s in sizes]
+  out += [("batch_size", {**base, "overrides": {**small, "data.image_size": sizes[0]},
+                          "batch_size": b}, {}) for b in batches]
+  flags_env = os.environ.get("XLA_FLAGS", "")
+  out += [("devices", {**base, "overrides": {**small, "data.image_size": sizes[0]},
+                       "batch_size": 8 if quick else 16},
+           {"XLA_FLAGS": f"{flags_env} --xla_force_host_platform_device_count={n}".strip()})
+          for n in devices]
+  return out
+
+
+def main(argv):
+  del argv
+  quick = _QUICK.value
+  unknown = set(_ONLY.value) - set(SECTIONS)
+  if unknown:
+    raise app.UsageError(f"--only: unknown section(s) {sorted(unknown)}; allowed {SECTIONS}")
+  steps = 3 if quick else _STEPS.value
+  if not quick and steps < 20:
+    print(f"note: --steps={steps} < 20: medians over fewer steps than the issue asks for")
+  results: dict[str, list] = {}
+  if quick:
+    print("--quick: tiny shapes and 3 steps; a smoke test of the benchmark, not a measurement")
+
+  if {"unet", "cvae"} & set(_ONLY.value):
+    results["matmul"] = [_run({"kind": "matmul", "n": 512 if quick else 2048,
+                               "steps": 3 if quick else 10})]
+  for section, make in (("unet", unet_specs), ("cvae", cvae_specs)):
+    if section in _ONLY.value:
+      results[section] = [_run(s) for m in make(quick) for s in _step_specs(m, steps)]
+  if "pipeline" in _ONLY.value:
+    results["pipeline"] = [_run(s) for s in pipeline_specs(quick)]
+  if "scaling" in _ONLY.value:
+    results["scaling"] = [{"axis": axis, **_run(spec, env)}
+                          for axis, spec, env in scaling_specs(quick)]
+
+  ceiling = report.matmul_ceiling(results.get("matmul", []))
+  for section in ("unet", "cvae"):
+    if section in results:
+      print(report.step_table(section, results[section], ceiling))
+  if "pipeline" in results:
+    print(report.pipeline_table(results["pipeline"], results))
+  if "scaling" in results:
+    print(report.scaling_table(results["scaling"]))
+  if "matmul" in results:
+    print(report.matmul_line(results["matmul"][0]))
+  ratio = report.unet_ratio(results.get("unet", []), RATIO_VARIANT)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump({"quick": quick, "results": results, "unet_vs_pytorch": ratio}, f, indent=2)
+    print(f"wrote {_OUT.value}")
+  errors = [r for rs in results.values() for r in rs if "error" in r]
+  if errors:
+    print(f"{len(errors)} measurement(s) failed; see the 'error' rows above")
+  print(f"unet_vs_pytorch={ratio:.3f}" if not math.isnan(ratio) else "unet_vs_pytorch=nan")
+
+
+if __name__ == "__main__":
+  app.run(main)
