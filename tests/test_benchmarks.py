@@ -1,0 +1,101 @@
+"""The PyTorch mirrors in benchmarks/ are the same models as ours (equal parameter counts for
+every UNet variant, at the default, cpu and a small size, and for the CVAE on both datasets),
+and `benchmarks/run.py --quick` prints its table and the final `unet_vs_pytorch=` line.
+
+Skipped when torch is absent: it is a benchmark-only dependency (requirements-bench.txt).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT  # pylint: disable=unused-import  (puts the repo on sys.path)
+
+torch = pytest.importorskip("torch", reason="benchmark-only dependency; pip install -r "
+                            "requirements-bench.txt")
+
+from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+from configs import cvae as cvae_configs  # pylint: disable=g-import-not-at-top
+from configs import unet as unet_configs  # pylint: disable=g-import-not-at-top
+from cvae import input_pipeline as cvae_input  # pylint: disable=g-import-not-at-top
+from cvae import losses as cvae_losses  # pylint: disable=g-import-not-at-top
+from cvae import models as cvae_models  # pylint: disable=g-import-not-at-top
+from shared import train  # pylint: disable=g-import-not-at-top
+from unet import models as unet_models  # pylint: disable=g-import-not-at-top
+
+
+def _flax_params(model, *args):
+  """Parameter count from shapes only (eval_shape): nothing is compiled or allocated."""
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
+  return train.count_params(variables["params"])
+
+
+UNET_SIZES = {"default": "", "cpu": ",cpu", "small": ""}
+
+
+@pytest.mark.parametrize("variant", unet_configs.ALL_VARIANTS)
+@pytest.mark.parametrize("size", sorted(UNET_SIZES))
+def test_unet_mirror_has_our_parameter_count(variant, size):
+  config = unet_configs.get_config(variant + UNET_SIZES[size])
+  if size == "small":
+    config.model.depth, config.model.base_features, config.data.image_size = 2, 4, 16
+  s = config.data.image_size
+  ours = _flax_params(unet_models.from_config(config.model, 1), np.zeros((1, s, s, 3)))
+  theirs = torch_models.count_params(torch_models.unet_from_config(config.model, 1))
+  assert theirs == ours
+
+
+def test_unet_mirror_output_shape():
+  config = unet_configs.get_config("strconv_ups_dice")
+  config.model.depth, config.model.base_features = 2, 4
+  model = torch_models.unet_from_config(config.model, 1)
+  out = model(torch.zeros(2, 3, 16, 16))
+  assert tuple(out.shape) == (2, 1, 16, 16)
+  loss = torch_models.unet_loss("bce_dice", out, torch.ones(2, 16, 16))
+  assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("dataset", cvae_configs.DATASETS)
+@pytest.mark.parametrize("label_input", cvae_models.LABEL_INPUTS)
+def test_cvae_mirror_has_our_parameter_count(dataset, label_input):
+  config = cvae_configs.get_config(f"{dataset},label={label_input}")
+  shape = cvae_input.IMAGE_SHAPES[dataset]
+  out_ch = shape[-1] * cvae_losses.OUTPUTS_PER_CHANNEL[config.loss.likelihood]
+  model = cvae_models.from_config(config.model, shape, out_ch, 10)
+  x, y = np.zeros((2,) + shape, np.float32), np.zeros((2,), np.int32)
+  ours = _flax_params(model, x, y, y, jax.random.key(1))
+  mirror = torch_models.cvae_from_config(config.model, shape, out_ch, 10)
+  assert torch_models.count_params(mirror) == ours
+  out, mean, _ = mirror(torch.zeros((2,) + (shape[2], shape[0], shape[1])),
+                        torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+  assert tuple(out.shape) == (2, out_ch) + tuple(shape[:2])
+  assert tuple(mean.shape) == (2, config.model.latent_dim)
+
+
+def test_synthetic_batches_match_the_data_package_dtypes():
+  config = unet_configs.get_config("mp_tr_bce,cpu")
+  batch = jax_bench.synthetic_batch(config, 2)
+  assert batch["image"].dtype == np.float32 and batch["image"].shape == (2, 64, 64, 3)
+  assert batch["trimap"].dtype == np.uint8 and set(np.unique(batch["trimap"])) <= {1, 2, 3}
+
+
+def test_quick_run_prints_table_and_ratio_line():
+  """The one command, in its smoke-test mode, end to end in subprocesses (~1 min on 2 cores)."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "benchmarks", "run.py"),
+                         "--quick", "--only=unet"], cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert re.fullmatch(r"unet_vs_pytorch=\d+\.\d+", lines[-1]), proc.stdout
+  table = proc.stdout
+  assert "== unet" in table
+  for fw in ("jax", "torch", "torch_channels_last"):
+    assert re.search(rf"strconv_ups_dice\s+default\s+{fw}\s+\d+\s", table), table
+  assert "error" not in table, table
