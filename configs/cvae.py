@@ -35,12 +35,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = variant
 
   config.model = ml_collections.ConfigDict()
-  config.model.label_input = "both"    # encoder | decoder | both
+  # encoder | decoder | both. Default `decoder` + the latent confusion term below: the best
+  # label adherence measured under the assignment's protocol (wrong label everywhere the model
+  # takes one). With the label in the encoder, a wrong label there lets z override it
+  # (MNIST, cpu budget: both 0.09, encoder 0.006, decoder 0.24, decoder + confusion 10: 0.82).
+  config.model.label_input = "decoder"
   config.model.latent_dim = 16 if mnist else 64
   config.model.features = (32, 64) if mnist else (32, 64, 128)
   config.model.hidden = 256 if mnist else 512
   config.model.embed_dim = 16
-  config.model.latent_classifier_hidden = 0   # > 0 adds the adversarial latent class head
+  config.model.latent_classifier_hidden = 64  # > 0 adds the adversarial latent class head
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.
@@ -54,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.wrong_label_target = "both"
   # Weight of the encoder's latent-confusion term: pushes the latent class head's prediction
   # from z towards uniform, i.e. class information out of z (0 = off).
-  config.loss.latent_adversary_weight = 0.0
+  # 10: adherence 0.24 -> 0.82 for +6 nats; 30 gave 0.83 for +12 nats (MNIST, cpu budget).
+  config.loss.latent_adversary_weight = 10.0
 
   config.train.batch_size = 128
   config.train.num_epochs = 10 if mnist else 20
