@@ -102,8 +102,16 @@ def scaling_specs(quick: bool) -> list[tuple[str, dict, dict]]:
   return out
 
 
+def _default_data_dir() -> None:
+  """Pipeline data: $TFDS_DATA_DIR, else the prepared copy beside the repo (../shared/tfds)."""
+  beside = os.path.normpath(os.path.join(common.REPO_ROOT, "..", "shared", "tfds"))
+  if not os.environ.get("TFDS_DATA_DIR") and os.path.isdir(beside):
+    os.environ["TFDS_DATA_DIR"] = beside   # inherited by the worker subprocesses
+
+
 def main(argv):
   del argv
+  _default_data_dir()
   quick = _QUICK.value
   unknown = set(_ONLY.value) - set(SECTIONS)
   if unknown:
