@@ -37,6 +37,8 @@ _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 10, "timed steps per scal
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default, "
                                       "one per core)")
 _VARIANTS = flags.DEFINE_list("variants", list(ABLATION), "UNet variants to measure")
+_SIZES = flags.DEFINE_list("sizes", ["cpu", "default"], "UNet sizes: cpu (the `cpu` modifier: "
+                           "64 px, base 16) and/or default (128 px, base 32)")
 _OUT = flags.DEFINE_string("out", None, "also write every result as JSON here")
 
 # --quick: every model shrunk so that one subprocess compiles and runs in seconds.
@@ -60,7 +62,7 @@ def _step_specs(model_spec: dict, steps: int) -> list[dict]:
 
 def unet_specs(quick: bool) -> list[dict]:
   variants = [RATIO_VARIANT] if quick else _VARIANTS.value
-  sizes = ["default"] if quick else ["cpu", "default"]
+  sizes = ["default"] if quick else _SIZES.value
   return [{"model": "unet", "variant": v, "size": s, "overrides": QUICK_UNET if quick else {}}
           for v in variants for s in sizes]
 
@@ -116,6 +118,8 @@ def main(argv):
   unknown = set(_ONLY.value) - set(SECTIONS)
   if unknown:
     raise app.UsageError(f"--only: unknown section(s) {sorted(unknown)}; allowed {SECTIONS}")
+  if set(_SIZES.value) - {"cpu", "default"}:
+    raise app.UsageError(f"--sizes={_SIZES.value}; allowed: cpu, default")
   steps = 3 if quick else _STEPS.value
   if not quick and steps < 20:
     print(f"note: --steps={steps} < 20: medians over fewer steps than the issue asks for")
