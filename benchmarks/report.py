@@ -91,7 +91,8 @@ def pipeline_table(pipeline: list[dict], results: dict) -> str:
                  _f(train_ips and r["cached_images_per_s"] / train_ips, "{:.0f}x"),
                  _f(r.get("peak_rss_mb"), "{:.0f}")])
   return _table("input pipeline (shared.data from TFDS_DATA_DIR) vs our train step's "
-                "consumption (train_img/s, strconv_ups_dice row for the UNet)", header, rows)
+                "consumption (train_img/s, strconv_ups_dice row for the UNet)", header,
+                rows) + _error_notes(pipeline)
 
 
 def scaling_table(scaling: list[dict]) -> str:
@@ -111,7 +112,12 @@ def scaling_table(scaling: list[dict]) -> str:
                  _f(r["compile_s"]), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
                  _f(r["step_s"] * 1e3 / r["batch_size"], "{:.2f}"), _f(rel, "{:.2f}x")])
   return _table("scaling of our train step (strconv_ups_dice, cpu model); vs_first = img/s "
-                "relative to the axis's first row", header, rows)
+                "relative to the axis's first row", header, rows) + _error_notes(scaling)
+
+
+def _error_notes(results: list[dict]) -> str:
+  return "".join(f"\n  note: {r.get('axis', r.get('model'))}: {r['error']}"
+                 for r in results if "error" in r)
 
 
 def unet_ratio(unet: list[dict], variant: str) -> float:
