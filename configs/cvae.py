@@ -53,7 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.kl_warmup_steps = 0      # beta ramps linearly from 0 over this many steps
   # Fraction of training examples whose label is replaced by a random wrong one, and where the
   # wrong label goes: `both` (everywhere the model takes a label) or `encoder` (the decoder keeps
-  # the true label).
+  # the true label). Default 0: wrong pairs whose target is still the true image teach the model
+  # to reconstruct x whatever the label says. Measured (MNIST, cpu, label both): rate 0.1 with
+  # target both lowered label_adherence 0.09 -> 0.02 and the decoder-only one 0.64 -> 0.35.
   config.loss.wrong_label_rate = 0.0
   config.loss.wrong_label_target = "both"
   # Weight of the encoder's latent-confusion term: pushes the latent class head's prediction
