@@ -99,3 +99,51 @@ def test_quick_run_prints_table_and_ratio_line():
   for fw in ("jax", "torch", "torch_channels_last"):
     assert re.search(rf"strconv_ups_dice\s+default\s+{fw}\s+\d+\s", table), table
   assert "error" not in table, table
+
+
+def _load_flax_unet_into_torch(params, model):
+  """Copies Flax UNet params (strided_conv / upsample variant) into the mirror, module by
+  module: conv kernels HWIO -> OIHW, BatchNorm scale/bias -> weight/bias."""
+  def conv(p, m):
+    m.weight.data = torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy())
+    if "bias" in p:
+      m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
+
+  def block(p, seq):
+    for i, (c, n) in enumerate(((0, 1), (3, 4))):
+      conv(p[f"conv{i}"], seq[c])
+      seq[n].weight.data = torch.from_numpy(np.asarray(p[f"norm{i}"]["scale"]).copy())
+      seq[n].bias.data = torch.from_numpy(np.asarray(p[f"norm{i}"]["bias"]).copy())
+
+  depth = len(model.downs)
+  for level in range(depth):
+    block(params[f"down{level}"], model.downs[level])
+    conv(params[f"pool{level}"]["Conv_0"], model.pools[level])
+  block(params["bottleneck"], model.bottleneck)
+  for i, level in enumerate(reversed(range(depth))):
+    conv(params[f"upsample{level}"]["Conv_0"], model.ups[i].conv)
+    block(params[f"up{level}"], model.up_blocks[i])
+  conv(params["head"], model.head)
+
+
+def test_unet_mirror_computes_our_function():
+  """Same weights in, same logits out (eval mode), for strconv_ups (the unet_vs_pytorch
+  variant): catches wiring mistakes a parameter count cannot (skip order, resize, padding)."""
+  config = unet_configs.get_config("strconv_ups_dice")
+  config.model.depth, config.model.base_features = 2, 4
+  flax_model = unet_models.from_config(config.model, 1)
+  x = np.random.default_rng(0).random((2, 16, 16, 3), np.float32)
+  fast = lambda f, *a: jax.jit(f).lower(*a).compile(  # values, not speed: XLA opt level 0
+      {"xla_backend_optimization_level": 0})(*a)
+  variables = fast(flax_model.init, jax.random.key(0), x)
+  rng = np.random.default_rng(1)   # perturbed so BN scale/bias are not the trivial 1/0
+  params = jax.tree.map(lambda l: np.asarray(l) + 0.3 * rng.standard_normal(l.shape).astype(
+      np.float32), variables["params"])
+  ours = np.asarray(fast(flax_model.apply, {**variables, "params": params}, x))
+  mirror = torch_models.unet_from_config(config.model, 1).eval()
+  _load_flax_unet_into_torch(params, mirror)
+  with torch.no_grad():
+    theirs = mirror(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  # Float32 conv accumulation orders differ (observed ~1e-3 relative); a wiring mistake
+  # gives differences of the order of the values themselves.
+  np.testing.assert_allclose(theirs, ours, rtol=3e-3, atol=3e-3 * np.abs(ours).max())
