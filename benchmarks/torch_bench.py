@@ -30,14 +30,20 @@ def _model_and_loss(config):
   out_ch = shape[-1] * losses.OUTPUTS_PER_CHANNEL[likelihood]
   model = torch_models.cvae_from_config(config.model, shape, out_ch, 10)
   rate = float(config.loss.wrong_label_rate)
+  adv_weight = float(config.loss.latent_adversary_weight)
 
   def loss(m, batch):
-    y = batch["label"]
-    # Wrong-label corruption as in cvae/task.py (rate 0 by default, still drawn there).
-    mask = torch.rand(y.shape) < rate
-    y = torch.where(mask, (y + torch.randint(1, 10, y.shape)) % 10, y)
-    out, mean, logvar = m(batch["image"], y, y)
-    return torch_models.cvae_loss(likelihood, out, mean, logvar, batch["image"])
+    y_true = batch["label"]
+    # Wrong-label corruption as in cvae/task.py (drawn there even at rate 0).
+    mask = torch.rand(y_true.shape) < rate
+    y = torch.where(mask, (y_true + torch.randint(1, 10, y_true.shape)) % 10, y_true)
+    dec_y = y if config.loss.wrong_label_target == "both" else y_true
+    out, mean, logvar = m(batch["image"], y, dec_y)
+    total = torch_models.cvae_loss(likelihood, out, mean, logvar, batch["image"])
+    if adv_weight:
+      total = total + torch_models.latent_adversary_loss(m.latent_head, mean, y_true,
+                                                         adv_weight)
+    return total
   return model, loss
 
 

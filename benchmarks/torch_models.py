@@ -229,6 +229,16 @@ def cvae_loss(likelihood: str, out, mean, logvar, x):
   return (rec + kl).mean()
 
 
+def latent_adversary_loss(head: nn.Module, mean, labels, weight: float):
+  """cvae/task.py's latent adversary: the head learns y from z (z frozen for it) plus
+  `weight` x cross-entropy to uniform of the head's prediction with the head frozen."""
+  ce = F.cross_entropy(head(mean.detach()), labels)
+  frozen = {k: v.detach() for k, v in head.named_parameters()}
+  logits = torch.func.functional_call(head, frozen, (mean,))
+  confusion = -F.log_softmax(logits, dim=-1).mean(dim=-1)
+  return ce + weight * confusion.mean()
+
+
 def _discretized_logistic_nll(mean, log_scale, x):
   x = 2.0 * x - 1.0
   log_scale = log_scale.clamp(min=-7.0)

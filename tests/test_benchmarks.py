@@ -147,3 +147,18 @@ def test_unet_mirror_computes_our_function():
   # Float32 conv accumulation orders differ (observed ~1e-3 relative); a wiring mistake
   # gives differences of the order of the values themselves.
   np.testing.assert_allclose(theirs, ours, rtol=3e-3, atol=3e-3 * np.abs(ours).max())
+
+
+def test_cvae_mirror_loss_includes_the_latent_adversary():
+  """With the default adversary on, the mirror's loss trains the latent head, as ours does."""
+  config = cvae_configs.get_config("mnist")
+  assert config.model.latent_classifier_hidden and config.loss.latent_adversary_weight
+  mirror = torch_models.cvae_from_config(config.model, (28, 28, 1), 1, 10)
+  x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+  out, mean, logvar = mirror(x, y, y)
+  loss = torch_models.cvae_loss("bernoulli", out, mean, logvar, x) + \
+      torch_models.latent_adversary_loss(mirror.latent_head, mean, y,
+                                         config.loss.latent_adversary_weight)
+  loss.backward()
+  assert torch.isfinite(loss)
+  assert all(p.grad is not None for p in mirror.latent_head.parameters())
