@@ -1,5 +1,5 @@
 """Times OUR train and eval steps: the task from `build_task`, the optimizer from
-`shared.optim`, and `shared.train._train_step` jitted with the loop's shardings and donation.
+`shared.optim`, and `shared.train.make_train_step` (the loop's jitted step: shardings, donation).
 
 Batches are synthetic (right shapes and dtypes) so the step is measured alone; the input
 pipeline has its own section (pipeline_bench.py).
@@ -7,7 +7,6 @@ pipeline has its own section (pipeline_bench.py).
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -108,18 +107,10 @@ def measure(spec: dict) -> dict:
   repl = sharding.replicated(mesh)
   batch = sharding.to_global(synthetic_batch(config, batch_size), mesh)
 
-  # As shared/train.py: init compiled at optimisation level 0 (it runs once).
-  key = jax.random.key(config.seed)
-  init_fn = jax.jit(functools.partial(train._init_state, task, tx), out_shardings=repl).lower(  # pylint: disable=protected-access
-      key, batch).compile({"xla_backend_optimization_level": 0})
-  state = init_fn(key, batch)
+  # Exactly the loop's functions (shared/train.py).
+  state = train.init_train_state(task, tx, jax.random.key(config.seed), batch, mesh)
   n_params = train.count_params(state["params"])
-
-  step_fn = jax.jit(
-      functools.partial(train._train_step, task=task, tx=tx, schedule=schedule,  # pylint: disable=protected-access
-                        seed=config.seed),
-      in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
-      donate_argnums=(0,))
+  step_fn = train.make_train_step(task, tx, schedule, config.seed, mesh)
   t0 = time.perf_counter()
   lowered = step_fn.lower(state, batch)
   compiled = lowered.compile()

@@ -79,6 +79,27 @@ def _train_step(state: State, batch, *, task: Task, tx, schedule, seed: int):
   return new_state, metrics
 
 
+def init_train_state(task: Task, tx, rng, example_batch, mesh) -> State:
+  """The initial replicated train state.
+
+  Init runs once and is dominated by compiling the random initialisers: XLA's backend
+  optimisations cost ~9 s there and save nothing, so it is compiled at optimisation level 0.
+  """
+  init_fn = jax.jit(functools.partial(_init_state, task, tx),
+                    out_shardings=sharding.replicated(mesh)).lower(
+                        rng, example_batch).compile({"xla_backend_optimization_level": 0})
+  return init_fn(rng, example_batch)
+
+
+def make_train_step(task: Task, tx, schedule, seed: int, mesh):
+  """The jitted `train_step(state, batch) -> (state, metrics)` the loop (and the benchmarks)
+  run: state replicated and donated, batch sharded over the `data` axis."""
+  repl = sharding.replicated(mesh)
+  return jax.jit(functools.partial(_train_step, task=task, tx=tx, schedule=schedule, seed=seed),
+                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
+                 donate_argnums=(0,))
+
+
 class _Clock:
   """Separates time spent in train steps from eval / checkpoint pauses, for images/s."""
 
@@ -208,11 +229,7 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
   train_iter = lambda start: data.train_batches(  # pylint: disable=g-long-lambda
       train_store, batch_size, config.seed, start, task.flip_keys, task.image_keys, pidx, pcount)
   example = sharding.to_global(next(train_iter(0)), mesh)
-  # Init runs once and is dominated by compiling the random initialisers: XLA's backend
-  # optimisations cost ~9 s there and save nothing, so compile it at optimisation level 0.
-  init_fn = jax.jit(functools.partial(_init_state, task, tx), out_shardings=repl).lower(
-      jax.random.key(config.seed), example).compile({"xla_backend_optimization_level": 0})
-  state = init_fn(jax.random.key(config.seed), example)
+  state = init_train_state(task, tx, jax.random.key(config.seed), example, mesh)
   n_params = count_params(state["params"])
   restored = ckpt.restore_latest(state)
   if restored is not None:
@@ -243,10 +260,7 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
 
   final_metrics = None
   if config.mode == "train" and step < total_steps:
-    train_step = jax.jit(
-        functools.partial(_train_step, task=task, tx=tx, schedule=schedule, seed=config.seed),
-        in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
-        donate_argnums=(0,))
+    train_step = make_train_step(task, tx, schedule, config.seed, mesh)
     on_device, fetched = [], []   # (step, metrics) not yet fetched / fetched, not yet logged
     steps_timed, timing_started = 0, False
     it = train_iter(step)

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared import data as data_lib
 from shared.errors import ConfigError
 from shared.task import Task
 from unet import input_pipeline
