@@ -38,9 +38,13 @@ def tiny_unet_config(tfds_dir, variant="mp_tr_bce", **overrides):
   config.eval.batch_size = 16
   config.eval.num_pictures = 4
   for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
+    set_dotted(config, key, value)
   return config
+
+
+def set_dotted(tree, key: str, value) -> None:
+  """`set_dotted(c, "train.batch_size", 8)` on a ConfigDict or a nested dict."""
+  *path, last = key.split(".")
+  for p in path:
+    tree = tree[p]
+  tree[last] = value

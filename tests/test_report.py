@@ -15,6 +15,7 @@ import pytest
 
 from shared import report
 from shared import report_plots
+from tests.conftest import set_dotted
 
 UNET_FACTORS = {"mp": "maxpool", "strconv": "strided_conv", "tr": "transpose_conv",
                 "ups": "upsample"}
@@ -29,11 +30,7 @@ def unet_config(variant, seed, **changes):
             "seg": {"loss": loss, "foreground_classes": [1, 3]},
             "train": {"num_epochs": 15, "log_every_steps": 10, "batch_size": 16}}
   for key, value in changes.items():
-    node = config
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
+    set_dotted(config, key, value)
   return config
 
 
