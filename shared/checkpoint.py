@@ -17,13 +17,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from shared import errors
 from shared.errors import WorkdirError
-
-
-def _root_cause(e: BaseException) -> BaseException:
-  while e.__cause__ is not None or e.__context__ is not None:
-    e = e.__cause__ or e.__context__
-  return e
 
 
 class Checkpointer:
@@ -50,7 +45,7 @@ class Checkpointer:
     return None
 
   def _quarantine(self, step: int, error: BaseException) -> None:
-    cause = _root_cause(error)
+    cause = errors.root_cause(error)
     dest = os.path.join(self.damaged_directory, f"{step}-{int(time.time())}")
     if jax.process_index() == 0:
       os.makedirs(self.damaged_directory, exist_ok=True)
@@ -82,7 +77,7 @@ class Checkpointer:
       raise self._write_error(None, e) from e
 
   def _write_error(self, step, e: BaseException) -> WorkdirError:
-    cause = _root_cause(e)
+    cause = errors.root_cause(e)
     what = f"checkpoint step {step}" if step is not None else "a checkpoint"
     return WorkdirError(f"could not write {what} to {self.directory}: "
                         f"{type(cause).__name__}: {cause} (is the disk full or read-only?)")

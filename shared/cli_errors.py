@@ -10,11 +10,7 @@ import importlib.util
 import re
 from typing import Sequence
 
-
-def _root_cause(e: BaseException) -> BaseException:
-  while e.__cause__ is not None or e.__context__ is not None:
-    e = e.__cause__ or e.__context__
-  return e
+from shared import errors
 
 
 def _load_config(spec: str):
@@ -55,6 +51,6 @@ def describe(error: BaseException, argv: Sequence[str]) -> str:
   top = str(error).strip().splitlines()
   if top and top[0].startswith("flag --config."):   # an override: "flag --config.x=v: reason"
     return top[0]
-  cause = _root_cause(error)
+  cause = errors.root_cause(error)
   text = str(cause).strip().splitlines()
   return text[-1] if text else type(cause).__name__

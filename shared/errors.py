@@ -5,6 +5,13 @@ crashed or mistyped run tells its user what to do next.
 """
 
 
+def root_cause(e: BaseException) -> BaseException:
+  """The innermost exception of a chain: libraries wrap the OSError a user needs to see."""
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ or e.__context__
+  return e
+
+
 class UserFacingError(Exception):
   """Base: a problem with the run's input or environment, not a bug in the code."""
   exit_code = 2
