@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden = 256 if mnist else 512
   config.model.embed_dim = 16
   config.model.latent_classifier_hidden = 64  # > 0 adds the adversarial latent class head
+  config.model.conv_impl = "auto"   # im2col on CPU, XLA convs on TPU/GPU (shared/layers.py)
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.

@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.base_features = 32
   config.model.norm = "batch"                 # batch | group | none
   config.model.dropout_rate = 0.0
+  # auto = im2col matmuls on CPU (2-7x faster train step there), XLA convolutions on TPU/GPU;
+  # same parameters and outputs either way (shared/layers.py).
+  config.model.conv_impl = "auto"
 
   config.seg = ml_collections.ConfigDict()
   config.seg.mode = "trimap" if mods["trimap"] else "binary"

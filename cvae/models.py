@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from shared import layers
+
 LABEL_INPUTS = ("encoder", "decoder", "both")
 
 
@@ -44,6 +46,7 @@ class Encoder(nn.Module):
   num_classes: int
   embed_dim: int
   use_label: bool
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, labels):
@@ -54,7 +57,7 @@ class Encoder(nn.Module):
       label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
       h = jnp.concatenate([x, label_map], axis=-1)
     for i, f in enumerate(self.features):
-      h = nn.relu(nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", name=f"conv{i}")(h))
+      h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, name=f"conv{i}")(h))
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     logvar = nn.Dense(self.latent_dim, name="logvar")(h)
@@ -69,6 +72,7 @@ class Decoder(nn.Module):
   num_classes: int
   embed_dim: int
   use_label: bool
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z, labels):
@@ -84,9 +88,10 @@ class Decoder(nn.Module):
     # Mirror of the encoder; the last transposed conv emits the likelihood parameters directly
     # (a full-resolution conv stack would triple the step time on CPU).
     for i, f in enumerate(self.features[::-1][1:]):
-      h = nn.relu(nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", name=f"up{i}")(h))
-    return nn.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME",
-                            name="out")(h)
+      h = nn.relu(layers.ConvTranspose(f, (4, 4), strides=(2, 2), impl=self.conv_impl,
+                                       name=f"up{i}")(h))
+    return layers.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), impl=self.conv_impl,
+                                name="out")(h)
 
 
 class CVAE(nn.Module):
@@ -102,14 +107,16 @@ class CVAE(nn.Module):
   # > 0: an MLP with this many hidden units that predicts the class from z, used adversarially
   # (see losses.latent_confusion) to push class information out of z. 0: none.
   latent_classifier_hidden: int = 0
+  conv_impl: str = "auto"       # shared/layers.py
 
   def setup(self):
     if self.label_input not in LABEL_INPUTS:
       raise ValueError(f"model.label_input={self.label_input!r}; allowed: {LABEL_INPUTS}")
     self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
-                           self.embed_dim, uses_encoder_label(self.label_input))
+                           self.embed_dim, uses_encoder_label(self.label_input), self.conv_impl)
     self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
-                           self.num_classes, self.embed_dim, uses_decoder_label(self.label_input))
+                           self.num_classes, self.embed_dim, uses_decoder_label(self.label_input),
+                           self.conv_impl)
     if self.latent_classifier_hidden:
       self.latent_hidden = nn.Dense(self.latent_classifier_hidden)
       self.latent_logits = nn.Dense(self.num_classes)
@@ -144,7 +151,8 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
               latent_dim=model_cfg.latent_dim, features=tuple(model_cfg.features),
               hidden=model_cfg.hidden, num_classes=num_classes, embed_dim=model_cfg.embed_dim,
               label_input=model_cfg.label_input,
-              latent_classifier_hidden=model_cfg.get("latent_classifier_hidden", 0))
+              latent_classifier_hidden=model_cfg.get("latent_classifier_hidden", 0),
+              conv_impl=model_cfg.get("conv_impl", "auto"))
 
 
 class Classifier(nn.Module):
@@ -153,13 +161,14 @@ class Classifier(nn.Module):
   features: Sequence[int] = (32, 64)
   hidden: int = 128
   dropout_rate: float = 0.0
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     h = x
     for i, f in enumerate(self.features):
-      h = nn.relu(nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}a")(h))
-      h = nn.relu(nn.Conv(f, (3, 3), padding="SAME", name=f"conv{i}b")(h))
+      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}a")(h))
+      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}b")(h))
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
@@ -168,4 +177,5 @@ class Classifier(nn.Module):
 
 def classifier_from_config(model_cfg, num_classes: int) -> Classifier:
   return Classifier(num_classes=num_classes, features=tuple(model_cfg.features),
-                    hidden=model_cfg.hidden, dropout_rate=model_cfg.dropout_rate)
+                    hidden=model_cfg.hidden, dropout_rate=model_cfg.dropout_rate,
+                    conv_impl=model_cfg.get("conv_impl", "auto"))

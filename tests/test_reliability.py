@@ -40,6 +40,7 @@ def _assert_same_params(a, b):
     ("seg.loss", "focal", r"seg.loss='focal'; allowed"),
     ("seg.mode", "multi", r"seg.mode='multi'; allowed"),
     ("model.norm", "layer", r"model.norm='layer'; allowed"),
+    ("model.conv_impl", "fft", r"model.conv_impl='fft'; allowed"),
     ("model.downsample", "avgpool", r"model.downsample='avgpool'; allowed"),
     ("model.upsample", "pixelshuffle", r"model.upsample='pixelshuffle'; allowed"),
     ("model.depth", 0, r"model.depth=0: must be a positive integer"),

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from shared import layers
+
 DOWNSAMPLE = ("maxpool", "strided_conv")
 UPSAMPLE = ("transpose_conv", "upsample")
 NORMS = ("batch", "group", "none")
@@ -35,11 +37,13 @@ class ConvBlock(nn.Module):
   features: int
   norm: str = "batch"
   dropout_rate: float = 0.0
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
     for i in range(2):
-      x = nn.Conv(self.features, (3, 3), use_bias=self.norm == "none", name=f"conv{i}")(x)
+      x = layers.Conv(self.features, (3, 3), use_bias=self.norm == "none", impl=self.conv_impl,
+                        name=f"conv{i}")(x)
       x = nn.relu(_norm(self.norm, train, f"norm{i}", self.features)(x))
     if self.dropout_rate > 0:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -48,6 +52,7 @@ class ConvBlock(nn.Module):
 
 class Downsample(nn.Module):
   method: str
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -55,7 +60,8 @@ class Downsample(nn.Module):
       return nn.max_pool(x, (2, 2), strides=(2, 2))
     if self.method == "strided_conv":
       # Padding 1 on each side, as PyTorch's Conv2d(k=3, s=2, p=1): output is exactly H/2.
-      return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+      return layers.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                         impl=self.conv_impl)(x)
     raise ValueError(f"model.downsample={self.method!r}; allowed: {DOWNSAMPLE}")
 
 
@@ -63,15 +69,16 @@ class Upsample(nn.Module):
   method: str
   features: int
   resize: str = "bilinear"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     if self.method == "transpose_conv":
-      return nn.ConvTranspose(self.features, (2, 2), strides=(2, 2))(x)
+      return layers.ConvTranspose(self.features, (2, 2), strides=(2, 2), impl=self.conv_impl)(x)
     if self.method == "upsample":
       b, h, w, c = x.shape
       x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method=self.resize)
-      return nn.Conv(self.features, (3, 3))(x)
+      return layers.Conv(self.features, (3, 3), impl=self.conv_impl)(x)
     raise ValueError(f"model.upsample={self.method!r}; allowed: {UPSAMPLE}")
 
 
@@ -85,6 +92,8 @@ class UNet(nn.Module):
   upsample_method: str = "bilinear"
   norm: str = "batch"
   dropout_rate: float = 0.0
+  # How convolutions are computed (same parameters and outputs): see shared/layers.py.
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -92,23 +101,26 @@ class UNet(nn.Module):
     if x.shape[1] % factor or x.shape[2] % factor:
       raise ValueError(f"image size {x.shape[1]}x{x.shape[2]} is not divisible by "
                        f"2**depth = {factor} (model.depth={self.depth})")
-    block = functools.partial(ConvBlock, norm=self.norm, dropout_rate=self.dropout_rate)
+    block = functools.partial(ConvBlock, norm=self.norm, dropout_rate=self.dropout_rate,
+                              conv_impl=self.conv_impl)
     skips = []
     for level in range(self.depth):
       x = block(self.base_features * 2**level, name=f"down{level}")(x, train)
       skips.append(x)
-      x = Downsample(self.downsample, name=f"pool{level}")(x)
+      x = Downsample(self.downsample, self.conv_impl, name=f"pool{level}")(x)
     x = block(self.base_features * 2**self.depth, name="bottleneck")(x, train)
     for level in reversed(range(self.depth)):
       features = self.base_features * 2**level
-      x = Upsample(self.upsample, features, self.upsample_method, name=f"upsample{level}")(x)
+      x = Upsample(self.upsample, features, self.upsample_method, self.conv_impl,
+                   name=f"upsample{level}")(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
       x = block(features, name=f"up{level}")(x, train)
-    return nn.Conv(self.num_outputs, (1, 1), name="head")(x)
+    return layers.Conv(self.num_outputs, (1, 1), impl=self.conv_impl, name="head")(x)
 
 
 def from_config(model_cfg, num_outputs: int) -> UNet:
   return UNet(num_outputs=num_outputs, depth=model_cfg.depth,
               base_features=model_cfg.base_features, downsample=model_cfg.downsample,
               upsample=model_cfg.upsample, upsample_method=model_cfg.upsample_method,
-              norm=model_cfg.norm, dropout_rate=model_cfg.dropout_rate)
+              norm=model_cfg.norm, dropout_rate=model_cfg.dropout_rate,
+              conv_impl=model_cfg.get("conv_impl", "auto"))

@@ -1,0 +1,80 @@
+"""shared/layers.py: every `conv_impl` computes what Flax's own layers compute, with the same
+parameters, values and gradients (the speed claim lives in benchmarks/, not here)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shared import layers
+
+CONV_CASES = [  # (H, W, C, features, kernel, stride, padding)
+    (28, 28, 1, 8, 4, 2, "SAME"),
+    (15, 13, 3, 8, 3, 2, "SAME"),          # odd sizes: asymmetric SAME padding
+    (16, 16, 8, 8, 3, 2, ((1, 1), (1, 1))),  # the UNet's strided conv (PyTorch padding)
+    (9, 9, 4, 5, 3, 1, "SAME"),
+    (8, 8, 4, 5, 1, 1, "SAME"),
+    (10, 12, 3, 4, 3, 1, "VALID"),
+]
+TRANSPOSE_CASES = [  # (H, W, C, features, kernel, stride)
+    (7, 7, 6, 4, 4, 2),    # the CVAE decoder's
+    (5, 6, 3, 4, 2, 2),    # the UNet's
+    (4, 4, 3, 2, 6, 3),
+    (3, 5, 2, 3, 3, 1),
+]
+
+
+def _random_params(params, seed=3):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+
+
+def _check_same_as_flax(ours, flax_layer, x):
+  key = jax.random.key(0)
+  p_flax, p_ours = flax_layer.init(key, x), ours.init(key, x)
+  # Same names, shapes and initial values: checkpoints do not depend on the implementation.
+  assert jax.tree.structure(p_flax) == jax.tree.structure(p_ours)
+  for a, b in zip(jax.tree.leaves(p_flax), jax.tree.leaves(p_ours)):
+    np.testing.assert_array_equal(a, b)
+  params = _random_params(p_flax)
+  y_flax, y_ours = flax_layer.apply(params, x), ours.apply(params, x)
+  assert y_flax.shape == y_ours.shape
+  scale = float(jnp.max(jnp.abs(y_flax)))
+  np.testing.assert_allclose(y_ours, y_flax, atol=1e-5 * scale)
+  loss = lambda layer: lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
+  g_flax = jax.grad(loss(flax_layer), argnums=(0, 1))(params, x)
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_flax), jax.tree.leaves(g_ours)):
+    np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
+@pytest.mark.parametrize("impl", ["mixed", "im2col", "xla"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_matches_flax(case, impl):
+  h, w, c, f, k, s, pad = case
+  x = jax.random.normal(jax.random.key(1), (2, h, w, c))
+  _check_same_as_flax(layers.Conv(f, (k, k), strides=s, padding=pad, impl=impl),
+                      nn.Conv(f, (k, k), strides=(s, s), padding=pad), x)
+
+
+@pytest.mark.parametrize("impl", ["mixed", "im2col", "xla"])
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose_matches_flax(case, impl):
+  h, w, c, f, k, s = case
+  x = jax.random.normal(jax.random.key(1), (2, h, w, c))
+  _check_same_as_flax(layers.ConvTranspose(f, (k, k), strides=s, impl=impl),
+                      nn.ConvTranspose(f, (k, k), strides=(s, s), padding="SAME"), x)
+
+
+def test_auto_picks_by_backend():
+  assert layers.resolve_impl("auto") == ("mixed" if jax.default_backend() == "cpu" else "xla")
+  with pytest.raises(ValueError, match="conv_impl='fft'"):
+    layers.resolve_impl("fft")
+
+
+def test_transpose_rejects_what_it_cannot_compute():
+  x = jnp.zeros((1, 4, 4, 2))
+  with pytest.raises(ValueError, match="kernel a multiple of the stride"):
+    layers.ConvTranspose(3, (3, 3), strides=2).init(jax.random.key(0), x)
