@@ -45,6 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden = 256 if mnist else 512
   config.model.embed_dim = 16
   config.model.latent_classifier_hidden = 64  # > 0 adds the adversarial latent class head
+  config.model.critic_features = ()    # e.g. (16, 32): the label critic (cvae/models.py)
+  config.model.critic_hidden = 64
   config.model.conv_impl = "auto"   # im2col on CPU, XLA convs on TPU/GPU (shared/layers.py)
 
   config.loss = ml_collections.ConfigDict()
@@ -63,6 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # from z towards uniform, i.e. class information out of z (0 = off).
   # 10: adherence 0.24 -> 0.82 for +6 nats; 30 gave 0.83 for +12 nats (MNIST, cpu budget).
   config.loss.latent_adversary_weight = 10.0
+  # Weight of the label critic's cross-entropy on images decoded with wrong labels (0 = off).
+  config.loss.critic_weight = 0.0
 
   config.train.batch_size = 128
   config.train.num_epochs = 10 if mnist else 20

@@ -94,6 +94,23 @@ class Decoder(nn.Module):
                                 name="out")(h)
 
 
+class Critic(nn.Module):
+  """The label critic: stride-2 4x4 convs (the encoder's shape, a quarter of the cost of the
+  judge's conv-conv-pool blocks) and an MLP head; class logits."""
+  num_classes: int
+  features: Sequence[int]
+  hidden: int
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    h = x
+    for i, f in enumerate(self.features):
+      h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, name=f"conv{i}")(h))
+    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    return nn.Dense(self.num_classes, name="logits")(h)
+
+
 class CVAE(nn.Module):
   """`__call__` runs encode -> sample -> decode; `encode` / `decode` are used alone in eval."""
   image_shape: Sequence[int]
@@ -107,6 +124,11 @@ class CVAE(nn.Module):
   # > 0: an MLP with this many hidden units that predicts the class from z, used adversarially
   # (see losses.latent_confusion) to push class information out of z. 0: none.
   latent_classifier_hidden: int = 0
+  # Non-empty: a small CNN (`Critic` with these conv widths) trained on real images, whose
+  # frozen judgement of images decoded with wrong labels trains the decoder to follow the label
+  # (see cvae/task.py). Part of the model, separate from the eval's judge. (): none.
+  critic_features: Sequence[int] = ()
+  critic_hidden: int = 64
   conv_impl: str = "auto"       # shared/layers.py
 
   def setup(self):
@@ -120,6 +142,9 @@ class CVAE(nn.Module):
     if self.latent_classifier_hidden:
       self.latent_hidden = nn.Dense(self.latent_classifier_hidden)
       self.latent_logits = nn.Dense(self.num_classes)
+    if self.critic_features:
+      self.critic = Critic(self.num_classes, tuple(self.critic_features), self.critic_hidden,
+                           self.conv_impl)
 
   def encode(self, x, labels):
     return self.encoder(x, labels)
@@ -130,12 +155,18 @@ class CVAE(nn.Module):
   def classify_latent(self, z):
     return self.latent_logits(nn.relu(self.latent_hidden(z)))
 
+  def criticize(self, images):
+    """Class logits of the label critic for images in [0, 1]."""
+    return self.critic(images)
+
   def __call__(self, x, enc_labels, dec_labels, rng):
     """Returns (decoder output, mean, logvar); z = mean + sigma * eps with eps from `rng`."""
     mean, logvar = self.encode(x, enc_labels)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
     if self.latent_classifier_hidden and self.is_initializing():
       self.classify_latent(z)
+    if self.critic_features and self.is_initializing():
+      self.criticize(x)
     return self.decode(z, dec_labels), mean, logvar
 
 
@@ -152,6 +183,8 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
               hidden=model_cfg.hidden, num_classes=num_classes, embed_dim=model_cfg.embed_dim,
               label_input=model_cfg.label_input,
               latent_classifier_hidden=model_cfg.get("latent_classifier_hidden", 0),
+              critic_features=tuple(model_cfg.get("critic_features", ())),
+              critic_hidden=model_cfg.get("critic_hidden", 64),
               conv_impl=model_cfg.get("conv_impl", "auto"))
 
 

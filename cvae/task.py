@@ -45,6 +45,10 @@ def check_config(config) -> None:
   if config.loss.latent_adversary_weight < 0:
     raise ConfigError(f"loss.latent_adversary_weight={config.loss.latent_adversary_weight}; "
                      f"must be >= 0")
+  if config.loss.critic_weight < 0:
+    raise ConfigError(f"loss.critic_weight={config.loss.critic_weight}; must be >= 0")
+  if config.loss.critic_weight and not tuple(config.model.critic_features):
+    raise ConfigError("loss.critic_weight > 0 needs model.critic_features, e.g. (16, 32)")
   if config.loss.kl_warmup_steps < 0:
     raise ConfigError(f"loss.kl_warmup_steps={config.loss.kl_warmup_steps}; must be >= 0")
 
@@ -72,6 +76,8 @@ def build_task(config) -> Task:
   if adv_weight and not config.model.latent_classifier_hidden:
     raise ConfigError("loss.latent_adversary_weight > 0 needs model.latent_classifier_hidden > 0")
   num_dims = int(np.prod(image_shape))
+  critic_weight = float(config.loss.critic_weight)
+  enc_label = models.uses_encoder_label(config.model.label_input)
 
   def encode(params, x, y):
     return model.apply({"params": params}, x, y, method=models.CVAE.encode)
@@ -109,6 +115,27 @@ def build_task(config) -> Task:
       total = total + jnp.mean(ce) + adv_weight * jnp.mean(confusion)
       metrics["latent_class_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y)
       metrics["latent_confusion"] = jnp.mean(confusion)
+    if critic_weight:
+      # Wrong pairs with a target that makes sense: not "reconstruct x anyway" (which teaches the
+      # decoder to ignore the label) but "look like the label you were given". The critic learns
+      # the classes from real images only; frozen, it scores images decoded with a random wrong
+      # label, given everywhere the model takes one (the eval's protocol).
+      k_wrong, k_zw = jax.random.split(jax.random.fold_in(k_z, 1))
+      y_w = losses.wrong_labels(k_wrong, y, num_classes)
+      if enc_label:
+        mean_w, logvar_w = encode(params, x, y_w)
+        z_w = mean_w + jnp.exp(0.5 * logvar_w) * jax.random.normal(k_zw, mean_w.shape)
+      else:   # z does not depend on the label: reuse the ELBO pass's sample
+        z_w = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_zw, mean.shape)
+      img_w = losses.decoded_image(likelihood, decode(params, z_w, y_w))
+      critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)
+      real_logits = critic(params, x)
+      ce_real = optax.softmax_cross_entropy_with_integer_labels(real_logits, y)
+      wrong_logits = critic(jax.lax.stop_gradient(params), img_w)
+      ce_wrong = optax.softmax_cross_entropy_with_integer_labels(wrong_logits, y_w)
+      total = total + jnp.mean(ce_real) + critic_weight * jnp.mean(ce_wrong)
+      metrics["critic_accuracy"] = jnp.mean(jnp.argmax(real_logits, -1) == y)
+      metrics["critic_wrong_label_hit"] = jnp.mean(jnp.argmax(wrong_logits, -1) == y_w)
     metrics = {**metrics, "recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
                "kl_weight": jnp.asarray(kl_weight, jnp.float32),
                "wrong_label_fraction": replaced.mean()}

@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tests.conftest import REPO_ROOT, TFDS_DIR  # pylint: disable=unused-import  (sys.path)
@@ -206,6 +207,7 @@ def test_config_variants_and_modifiers():
     ("loss.likelihood", "gaussian_mix", "loss.likelihood"),
     ("data.name", "svhn", "data.name"),
     ("loss.latent_adversary_weight", -1.0, "loss.latent_adversary_weight"),
+    ("loss.critic_weight", -1.0, "loss.critic_weight=-1.0; must be >= 0"),
 ])
 def test_bad_fields_are_named(field, value, match):
   config = cvae_configs.get_config("mnist")
@@ -213,6 +215,44 @@ def test_bad_fields_are_named(field, value, match):
   config[group][name] = value
   with pytest.raises(ValueError, match=match):
     cvae_task.check_config(config)
+
+
+def test_critic_weight_needs_a_critic():
+  config = cvae_configs.get_config("mnist")
+  config.model.critic_features = ()
+  config.loss.critic_weight = 1.0
+  with pytest.raises(ValueError, match="needs model.critic_features"):
+    cvae_task.check_config(config)
+
+
+def test_critic_learns_from_real_images_only_and_moves_the_decoder(monkeypatch):
+  """The critic's parameters get the gradient of its cross-entropy on real images and nothing
+  from the wrong-label term (frozen there); the decoder does get that term's gradient."""
+  config = cvae_configs.get_config("mnist,label=decoder")
+  config.model.features, config.model.hidden, config.model.latent_dim = (4, 8), 16, 4
+  config.model.critic_features, config.model.critic_hidden = (4, 8), 8
+  config.loss.latent_adversary_weight = 0.0
+  monkeypatch.setattr(classifier_loader, "load_classifier", lambda workdir, dataset: (None, None))
+  batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
+           "label": jnp.arange(6, dtype=jnp.int32)}
+  grads = {}
+  for weight in (0.0, 1.0):
+    config.loss.critic_weight = weight
+    task = cvae_task.build_task(config)
+    variables = _run_fast(task.init, jax.random.key(1), batch)
+    state = {k: v for k, v in variables.items() if k != "params"}
+    loss = lambda p: task.loss(p, state, batch, jax.random.key(2))[0]
+    grads[weight] = _run_fast(jax.grad(loss), variables["params"])
+  params = variables["params"]
+  model = models.from_config(config.model, (28, 28, 1), 1, 10)
+  critic_ce = lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, batch["image"], method=models.CVAE.criticize), batch["label"]))
+  expected = _run_fast(jax.grad(critic_ce), params)["critic"]
+  for a, b in zip(jax.tree.leaves(grads[1.0]["critic"]), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+  moved = [float(jnp.max(jnp.abs(a - b))) for a, b in
+           zip(jax.tree.leaves(grads[1.0]["decoder"]), jax.tree.leaves(grads[0.0]["decoder"]))]
+  assert max(moved) > 1e-4
 
 
 def test_missing_classifier_is_a_clear_error(tmp_path):
@@ -267,6 +307,8 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
   config.loss.kl_warmup_steps = 3
   config.model.latent_classifier_hidden = 8
   config.loss.latent_adversary_weight = 1.0
+  config.model.critic_features, config.model.critic_hidden = (4, 8), 8
+  config.loss.critic_weight = 1.0
   config.eval.classifier_workdir = clf_dir
   config.eval.num_iterations = 3
   config.eval.num_swap_rows = 2
@@ -294,6 +336,7 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
   weights = [r["kl_weight"] for r in records if r.get("kind") == "train"]
   assert weights and weights[-1] == pytest.approx(1.0)   # warm-up over after 3 of 8 steps
   assert weights[0] < 1.0
+  assert all(0.0 <= r["critic_wrong_label_hit"] <= 1.0 for r in records if r.get("kind") == "train")
   confusion = [r["latent_confusion"] for r in records if r.get("kind") == "train"]
   assert all(c >= math.log(10) - 1e-4 for c in confusion)  # CE to uniform is at least log K
 
