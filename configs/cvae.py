@@ -45,7 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden = 256 if mnist else 512
   config.model.embed_dim = 16
   config.model.latent_classifier_hidden = 64  # > 0 adds the adversarial latent class head
-  config.model.decoder_refine = 0      # 3x3 convs per decoder level (cvae/models.py)
   config.model.critic_features = ()    # e.g. (16, 32): the label critic (cvae/models.py)
   config.model.critic_hidden = 64
   config.model.conv_impl = "auto"   # im2col on CPU, XLA convs on TPU/GPU (shared/layers.py)
