@@ -24,13 +24,17 @@ def _model_and_loss(config):
     def loss(m, batch):
       return torch_models.unet_loss(loss_name, m(batch["image"]), batch["target"], smooth)
     return model, loss
-  from cvae import input_pipeline, losses  # pylint: disable=g-import-not-at-top
+  from cvae import input_pipeline, losses, models  # pylint: disable=g-import-not-at-top
   shape = input_pipeline.IMAGE_SHAPES[config.data.name]
   likelihood = config.loss.likelihood
   out_ch = shape[-1] * losses.OUTPUTS_PER_CHANNEL[likelihood]
   model = torch_models.cvae_from_config(config.model, shape, out_ch, 10)
   rate = float(config.loss.wrong_label_rate)
   adv_weight = float(config.loss.latent_adversary_weight)
+  critic_weight = float(config.loss.critic_weight)
+  if critic_weight and models.uses_encoder_label(config.model.label_input):
+    raise NotImplementedError("the mirror's critic term reuses z, as ours does for the "
+                              "`decoder` design only")
 
   def loss(m, batch):
     y_true = batch["label"]
@@ -43,6 +47,9 @@ def _model_and_loss(config):
     if adv_weight:
       total = total + torch_models.latent_adversary_loss(m.latent_head, mean, y_true,
                                                          adv_weight)
+    if critic_weight:
+      total = total + torch_models.critic_loss(m, likelihood, batch["image"], y_true, mean,
+                                               logvar, critic_weight)
     return total
   return model, loss
 

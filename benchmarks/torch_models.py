@@ -190,11 +190,33 @@ class Decoder(nn.Module):
     return self.out(h)
 
 
+class Critic(nn.Module):
+  """cvae.models.Critic: stride-2 4x4 convs, Dense hidden, class logits."""
+
+  def __init__(self, image_shape, num_classes, features, hidden):
+    super().__init__()
+    h, w, c = image_shape
+    convs = []
+    for f in features:
+      convs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
+      c = f
+    self.convs = nn.ModuleList(convs)
+    factor = 2**len(features)
+    self.hidden = nn.Linear((h // factor) * (w // factor) * c, hidden)
+    self.logits = nn.Linear(hidden, num_classes)
+
+  def forward(self, x):
+    for conv in self.convs:
+      x = F.relu(conv(x))
+    return self.logits(F.relu(self.hidden(x.flatten(1))))
+
+
 class CVAE(nn.Module):
   """cvae.models.CVAE: returns (decoder output, mean, logvar)."""
 
   def __init__(self, image_shape, out_channels, latent_dim=16, features=(32, 64), hidden=256,
-               num_classes=10, embed_dim=16, label_input="both", latent_classifier_hidden=0):
+               num_classes=10, embed_dim=16, label_input="both", latent_classifier_hidden=0,
+               critic_features=(), critic_hidden=64):
     super().__init__()
     self.encoder = Encoder(image_shape, latent_dim, features, hidden, num_classes, embed_dim,
                            label_input in ("encoder", "both"))
@@ -205,6 +227,9 @@ class CVAE(nn.Module):
       self.latent_head = nn.Sequential(nn.Linear(latent_dim, latent_classifier_hidden),
                                        nn.ReLU(), nn.Linear(latent_classifier_hidden,
                                                             num_classes))
+    self.critic = None
+    if critic_features:
+      self.critic = Critic(image_shape, num_classes, tuple(critic_features), critic_hidden)
 
   def forward(self, x, enc_labels, dec_labels):
     mean, logvar = self.encoder(x, enc_labels)
@@ -215,7 +240,8 @@ class CVAE(nn.Module):
 def cvae_from_config(model_cfg, image_shape, out_channels: int, num_classes: int = 10) -> CVAE:
   return CVAE(tuple(image_shape), out_channels, model_cfg.latent_dim, tuple(model_cfg.features),
               model_cfg.hidden, num_classes, model_cfg.embed_dim, model_cfg.label_input,
-              model_cfg.get("latent_classifier_hidden", 0))
+              model_cfg.get("latent_classifier_hidden", 0),
+              tuple(model_cfg.get("critic_features", ())), model_cfg.get("critic_hidden", 64))
 
 
 def cvae_loss(likelihood: str, out, mean, logvar, x):
@@ -237,6 +263,26 @@ def latent_adversary_loss(head: nn.Module, mean, labels, weight: float):
   logits = torch.func.functional_call(head, frozen, (mean,))
   confusion = -F.log_softmax(logits, dim=-1).mean(dim=-1)
   return ce + weight * confusion.mean()
+
+
+def decoded_image(likelihood: str, out):
+  """cvae.losses.decoded_image, NCHW."""
+  if likelihood == "bernoulli":
+    return torch.sigmoid(out)
+  return ((out[:, :out.shape[1] // 2] + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: float):
+  """cvae/task.py's label critic: cross-entropy on real images (trains the critic) plus `weight`
+  x cross-entropy of the frozen critic on images decoded with a random wrong label (trains the
+  decoder and encoder)."""
+  ce_real = F.cross_entropy(model.critic(x), labels)
+  wrong = (labels + torch.randint(1, 10, labels.shape)) % 10
+  z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+  images = decoded_image(likelihood, model.decoder(z, wrong))
+  frozen = {k: v.detach() for k, v in model.critic.named_parameters()}
+  logits = torch.func.functional_call(model.critic, frozen, (images,))
+  return ce_real + weight * F.cross_entropy(logits, wrong)
 
 
 def _discretized_logistic_nll(mean, log_scale, x):

@@ -149,10 +149,28 @@ def test_unet_mirror_computes_our_function():
   np.testing.assert_allclose(theirs, ours, rtol=3e-3, atol=3e-3 * np.abs(ours).max())
 
 
+@pytest.mark.parametrize("dataset", cvae_configs.DATASETS)
+def test_cvae_mirror_loss_includes_the_default_critic(dataset):
+  """With the default critic on, the mirror's loss trains the critic and the decoder, as ours."""
+  config = cvae_configs.get_config(dataset)
+  assert config.model.critic_features and config.loss.critic_weight
+  shape = cvae_input.IMAGE_SHAPES[dataset]
+  out_ch = shape[-1] * cvae_losses.OUTPUTS_PER_CHANNEL[config.loss.likelihood]
+  mirror = torch_models.cvae_from_config(config.model, shape, out_ch, 10)
+  x, y = torch.rand(4, shape[2], shape[0], shape[1]), torch.tensor([0, 1, 2, 3])
+  _, mean, logvar = mirror(x, y, y)
+  loss = torch_models.critic_loss(mirror, config.loss.likelihood, x, y, mean, logvar,
+                                  config.loss.critic_weight)
+  loss.backward()
+  assert torch.isfinite(loss)
+  assert all(p.grad is not None for p in mirror.critic.parameters())
+  assert all(p.grad is not None for p in mirror.decoder.parameters())
+
+
 def test_cvae_mirror_loss_includes_the_latent_adversary():
-  """With the default adversary on, the mirror's loss trains the latent head, as ours does."""
+  """With the adversary on, the mirror's loss trains the latent head, as ours does."""
   config = cvae_configs.get_config("mnist")
-  assert config.model.latent_classifier_hidden and config.loss.latent_adversary_weight
+  config.model.latent_classifier_hidden, config.loss.latent_adversary_weight = 64, 10.0
   mirror = torch_models.cvae_from_config(config.model, (28, 28, 1), 1, 10)
   x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
   out, mean, logvar = mirror(x, y, y)
