@@ -1,7 +1,7 @@
 """Side-by-side benchmark of our train/eval steps against PyTorch on this machine.
 
   python benchmarks/run.py [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
-                           [--torch_threads=N] [--out=bench.json]
+                           [--torch_threads=N] [--out=bench.json] [--set=FIELD=VALUE,...]
 
 Prints one table per section; the last line is `unet_vs_pytorch=R`: our train images/s over
 PyTorch eager's for strconv_ups_dice at the default size (R > 1: ours is faster). Each
@@ -11,6 +11,7 @@ per framework. See benchmarks/README.md for the columns.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -40,6 +41,22 @@ _VARIANTS = flags.DEFINE_list("variants", list(ABLATION), "UNet variants to meas
 _SIZES = flags.DEFINE_list("sizes", ["cpu", "default"], "UNet sizes: cpu (the `cpu` modifier: "
                            "64 px, base 16) and/or default (128 px, base 32)")
 _OUT = flags.DEFINE_string("out", None, "also write every result as JSON here")
+_SET = flags.DEFINE_list("set", [], "config overrides for every model of ours, FIELD=VALUE, "
+                         "e.g. --set=model.conv_impl=xla (the PyTorch rows are unchanged)")
+
+
+def _overrides(base: dict) -> dict:
+  """`base` plus the --set overrides (values parsed as Python literals, else strings)."""
+  out = dict(base)
+  for item in _SET.value:
+    field, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--set={item!r}: expected FIELD=VALUE")
+    try:
+      out[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[field] = value
+  return out
 
 # --quick: every model shrunk so that one subprocess compiles and runs in seconds.
 QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
@@ -63,13 +80,14 @@ def _step_specs(model_spec: dict, steps: int) -> list[dict]:
 def unet_specs(quick: bool) -> list[dict]:
   variants = [RATIO_VARIANT] if quick else _VARIANTS.value
   sizes = ["default"] if quick else _SIZES.value
-  return [{"model": "unet", "variant": v, "size": s, "overrides": QUICK_UNET if quick else {}}
+  return [{"model": "unet", "variant": v, "size": s,
+           "overrides": _overrides(QUICK_UNET if quick else {})}
           for v in variants for s in sizes]
 
 
 def cvae_specs(quick: bool) -> list[dict]:
   datasets = ["mnist"] if quick else ["mnist", "cifar10"]
-  return [{"model": "cvae", "dataset": d, "overrides": QUICK_CVAE if quick else {}}
+  return [{"model": "cvae", "dataset": d, "overrides": _overrides(QUICK_CVAE if quick else {})}
           for d in datasets]
 
 
@@ -91,7 +109,7 @@ def scaling_specs(quick: bool) -> list[tuple[str, dict, dict]]:
       (64, 128, 256), (4, 8, 16, 32, 64), (1, 2, 4, 8))
   base = {"kind": "jax_step", "model": "unet", "variant": RATIO_VARIANT, "size": "cpu",
           "steps": 3 if quick else _SCALING_STEPS.value, "warmup": 1, "eval": False}
-  small = {"model.base_features": 4, "model.depth": 2} if quick else {}
+  small = _overrides({"model.base_features": 4, "model.depth": 2} if quick else {})
   out = [("image_size", {**base, "overrides": {**small, "data.image_size": s}}, {})
          for s in sizes]
   out += [("batch_size", {**base, "overrides": {**small, "data.image_size": sizes[0]},
