@@ -24,7 +24,7 @@ def _model_and_loss(config):
     def loss(m, batch):
       return torch_models.unet_loss(loss_name, m(batch["image"]), batch["target"], smooth)
     return model, loss
-  from cvae import input_pipeline, losses, models  # pylint: disable=g-import-not-at-top
+  from cvae import input_pipeline, losses  # pylint: disable=g-import-not-at-top
   shape = input_pipeline.IMAGE_SHAPES[config.data.name]
   likelihood = config.loss.likelihood
   out_ch = shape[-1] * losses.OUTPUTS_PER_CHANNEL[likelihood]
@@ -32,9 +32,6 @@ def _model_and_loss(config):
   rate = float(config.loss.wrong_label_rate)
   adv_weight = float(config.loss.latent_adversary_weight)
   critic_weight = float(config.loss.critic_weight)
-  if critic_weight and models.uses_encoder_label(config.model.label_input):
-    raise NotImplementedError("the mirror's critic term reuses z, as ours does for the "
-                              "`decoder` design only")
 
   def loss(m, batch):
     y_true = batch["label"]

@@ -278,6 +278,8 @@ def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: f
   decoder and encoder)."""
   ce_real = F.cross_entropy(model.critic(x), labels)
   wrong = (labels + torch.randint(1, 10, labels.shape)) % 10
+  if model.encoder.use_label:   # the wrong label goes everywhere the model takes one
+    mean, logvar = model.encoder(x, wrong)
   z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
   images = decoded_image(likelihood, model.decoder(z, wrong))
   frozen = {k: v.detach() for k, v in model.critic.named_parameters()}

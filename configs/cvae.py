@@ -35,9 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = variant
 
   config.model = ml_collections.ConfigDict()
-  # encoder | decoder | both. Default `decoder`: with the label in the encoder, a wrong label
-  # there lets z carry the image's own class and override it (README, CVAE results).
-  config.model.label_input = "decoder"
+  # encoder | decoder | both. Default `both` with the label critic below: MNIST, 10 epochs,
+  # adherence 0.94 (0.99 decoder-only) at the best ELBO measured, 94.2 nats; `decoder` + critic
+  # 0.96 at 95.9. Without the critic `both` is the worst design (README, CVAE results).
+  config.model.label_input = "both"
   config.model.latent_dim = 16 if mnist else 64
   config.model.features = (32, 64) if mnist else (32, 64, 128)
   config.model.hidden = 256 if mnist else 512
