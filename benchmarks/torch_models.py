@@ -129,6 +129,18 @@ class _LabelEmbed(nn.Module):
     return self.embed(F.one_hot(labels, self.num_classes).float())
 
 
+def _strided_convs_and_hidden(image_shape, in_channels, features, hidden):
+  """4x4 stride-2 convs (Flax 'SAME' on an even size pads 1 on each side: output exactly H/2)
+  and the Dense after flattening: the encoder's and the critic's trunk."""
+  convs, c = [], in_channels
+  for f in features:
+    convs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
+    c = f
+  factor = 2**len(features)
+  flat = (image_shape[0] // factor) * (image_shape[1] // factor) * c
+  return nn.ModuleList(convs), nn.Linear(flat, hidden)
+
+
 class Encoder(nn.Module):
   def __init__(self, image_shape, latent_dim, features, hidden, num_classes, embed_dim,
                use_label):
@@ -139,14 +151,7 @@ class Encoder(nn.Module):
       self.label = _LabelEmbed(num_classes, embed_dim)
       self.label_map = nn.Linear(embed_dim, h * w)
       c += 1
-    convs = []
-    for f in features:
-      # Flax 'SAME' with k=4, s=2 on an even size pads 1 on each side: output exactly H/2.
-      convs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
-      c = f
-    self.convs = nn.ModuleList(convs)
-    factor = 2**len(features)
-    self.hidden = nn.Linear((h // factor) * (w // factor) * c, hidden)
+    self.convs, self.hidden = _strided_convs_and_hidden(image_shape, c, features, hidden)
     self.mean = nn.Linear(hidden, latent_dim)
     self.logvar = nn.Linear(hidden, latent_dim)
 
@@ -195,14 +200,8 @@ class Critic(nn.Module):
 
   def __init__(self, image_shape, num_classes, features, hidden):
     super().__init__()
-    h, w, c = image_shape
-    convs = []
-    for f in features:
-      convs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
-      c = f
-    self.convs = nn.ModuleList(convs)
-    factor = 2**len(features)
-    self.hidden = nn.Linear((h // factor) * (w // factor) * c, hidden)
+    self.convs, self.hidden = _strided_convs_and_hidden(image_shape, image_shape[2], features,
+                                                        hidden)
     self.logits = nn.Linear(hidden, num_classes)
 
   def forward(self, x):

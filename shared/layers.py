@@ -125,46 +125,48 @@ def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
 
-class Conv(nn.Module):
-  """`nn.Conv` for 2-D NHWC inputs; padding 'SAME', 'VALID' or ((lo, hi), (lo, hi))."""
+class _Conv2D(nn.Module):
+  """Fields and parameters both layers share with their Flax counterparts."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
-  padding: str | Sequence[Sequence[int]] = "SAME"
   use_bias: bool = True
   impl: str = "auto"
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
+  def _apply(self, x, kernel_hw, xla_fn, im2col_fn):
+    """Creates `kernel` (and `bias`) as Flax does and computes `fn(x, kernel)` by `impl`."""
+    kernel = self.param("kernel", self.kernel_init, (*kernel_hw, x.shape[-1], self.features),
+                        jnp.float32)
+    y = _compute(self.impl, xla_fn, im2col_fn, x, kernel)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    return y
+
+
+class Conv(_Conv2D):
+  """`nn.Conv` for 2-D NHWC inputs; padding 'SAME', 'VALID' or ((lo, hi), (lo, hi))."""
+  padding: str | Sequence[Sequence[int]] = "SAME"
+
   @nn.compact
   def __call__(self, x):
     (kh, kw), strides = _pair(self.kernel_size), _pair(self.strides)
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                        jnp.float32)
     if self.padding == "SAME":
       pads = (_same_pads(x.shape[1], kh, strides[0]), _same_pads(x.shape[2], kw, strides[1]))
     elif self.padding == "VALID":
       pads = ((0, 0), (0, 0))
     else:
       pads = tuple(tuple(p) for p in self.padding)
-    y = _compute(self.impl,
-                 lambda x, k: lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMS),
-                 lambda x, k: conv_im2col(x, k, strides, pads), x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    return y
+    return self._apply(
+        x, (kh, kw),
+        lambda x, k: lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMS),
+        lambda x, k: conv_im2col(x, k, strides, pads))
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_Conv2D):
   """`nn.ConvTranspose` for 2-D NHWC inputs, padding 'SAME', kernel a multiple of the stride."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: int | Sequence[int] = 1
   padding: str = "SAME"
-  use_bias: bool = True
-  impl: str = "auto"
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
   @nn.compact
   def __call__(self, x):
@@ -173,11 +175,7 @@ class ConvTranspose(nn.Module):
       raise ValueError(f"ConvTranspose supports padding='SAME' with kernel a multiple of the "
                        f"stride; got padding={self.padding!r}, kernel {(kh, kw)}, "
                        f"strides {strides}")
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                        jnp.float32)
-    y = _compute(self.impl,
-                 lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
-                 lambda x, k: conv_transpose_im2col(x, k, strides), x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    return y
+    return self._apply(
+        x, (kh, kw),
+        lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
+        lambda x, k: conv_transpose_im2col(x, k, strides))
