@@ -36,8 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # encoder | decoder | both. Default `both` with the label critic below: MNIST, 10 epochs,
-  # adherence 0.94 (0.99 decoder-only) at 94.2 nats (batch 128), 92.7 at batch 64; `decoder` + critic
-  # 0.96 at 95.9. Without the critic `both` is the worst design (README, CVAE results).
+  # adherence 0.94 (0.99 decoder-only) at 94.2 nats (batch 128; 92.7 at batch 64); `decoder` +
+  # critic 0.96 at 95.9. Without the critic `both` is the worst design (README, CVAE results).
   config.model.label_input = "both"
   config.model.latent_dim = 16 if mnist else 64
   config.model.features = (32, 64) if mnist else (32, 64, 128)
