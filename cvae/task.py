@@ -125,7 +125,7 @@ def build_task(config) -> Task:
       if enc_label:
         mean_w, logvar_w = encode(params, x, y_w)
         z_w = mean_w + jnp.exp(0.5 * logvar_w) * jax.random.normal(k_zw, mean_w.shape)
-      else:   # z does not depend on the label: reuse the ELBO pass's sample
+      else:   # q(z|x) does not depend on the label: a fresh sample of the ELBO pass's posterior
         z_w = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_zw, mean.shape)
       img_w = losses.decoded_image(likelihood, decode(params, z_w, y_w))
       critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)
