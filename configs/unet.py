@@ -58,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.base_features = 32
   config.model.norm = "batch"                 # batch | group | none
   config.model.dropout_rate = 0.0
-  # auto = im2col matmuls on CPU (2-7x faster train step there), XLA convolutions on TPU/GPU;
+  # auto = on CPU XLA's forward convs with im2col-matmul gradients (default-size train step
+  # 1.78x faster for mp_tr_bce, 1.15x for strconv_ups_dice), XLA convolutions on TPU/GPU;
   # same parameters and outputs either way (shared/layers.py).
   config.model.conv_impl = "auto"
 

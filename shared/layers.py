@@ -5,8 +5,8 @@ Why: on XLA:CPU the gradient of a convolution is slow, and the gradient of a tra
 (input-dilated) convolution very slow: a 4x4 stride-2 transposed conv's forward + backward took
 111 ms where the im2col form takes 15 ms, and a 3x3 conv at 128x128x32 (batch 16) 863 ms against
 407 ms (`benchmarks/README.md`). im2col turns every convolution and its gradients into one
-matmul plus slices, which this CPU runs well. On TPU and GPU the native convolution is the fast
-one, so `impl="auto"` picks im2col on CPU only.
+matmul plus slices, which this CPU runs well. XLA's forward convolution is the faster one, so
+`impl="auto"` on CPU is "mixed" (XLA forward, im2col gradient); on TPU and GPU it is "xla".
 
 Same parameters (names, shapes, initialisers, the `Conv_0` auto-names) and the same outputs as
 the Flax layers up to float rounding, so checkpoints and parameter counts do not depend on
