@@ -39,6 +39,20 @@ class LabelEmbed(nn.Module):
     return nn.Dense(self.dim, name="embed")(jax.nn.one_hot(labels, self.num_classes))
 
 
+def sample_z(mean, logvar, rng):
+  """Reparameterised sample z = mean + sigma * eps, eps ~ N(0, I) from `rng`."""
+  return mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+
+
+def _strided_trunk(h, features, hidden: int, conv_impl: str):
+  """4x4 stride-2 convs + ReLU (`conv{i}`), then a Dense + ReLU (`hidden`) on the flattened map:
+  the encoder's and the critic's body. Called inside their compact `__call__`, so the layers
+  are theirs (same parameter names as when each wrote them out)."""
+  for i, f in enumerate(features):
+    h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=conv_impl, name=f"conv{i}")(h))
+  return nn.relu(nn.Dense(hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+
+
 class Encoder(nn.Module):
   latent_dim: int
   features: Sequence[int]
@@ -56,9 +70,7 @@ class Encoder(nn.Module):
       e = nn.relu(LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels))
       label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
       h = jnp.concatenate([x, label_map], axis=-1)
-    for i, f in enumerate(self.features):
-      h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, name=f"conv{i}")(h))
-    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    h = _strided_trunk(h, self.features, self.hidden, self.conv_impl)
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     logvar = nn.Dense(self.latent_dim, name="logvar")(h)
     return mean, logvar
@@ -104,10 +116,7 @@ class Critic(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    h = x
-    for i, f in enumerate(self.features):
-      h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, name=f"conv{i}")(h))
-    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    h = _strided_trunk(x, self.features, self.hidden, self.conv_impl)
     return nn.Dense(self.num_classes, name="logits")(h)
 
 
@@ -162,7 +171,7 @@ class CVAE(nn.Module):
   def __call__(self, x, enc_labels, dec_labels, rng):
     """Returns (decoder output, mean, logvar); z = mean + sigma * eps with eps from `rng`."""
     mean, logvar = self.encode(x, enc_labels)
-    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+    z = sample_z(mean, logvar, rng)
     if self.latent_classifier_hidden and self.is_initializing():
       self.classify_latent(z)
     if self.critic_features and self.is_initializing():

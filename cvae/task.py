@@ -122,11 +122,9 @@ def build_task(config) -> Task:
       # label, given everywhere the model takes one (the eval's protocol).
       k_wrong, k_zw = jax.random.split(jax.random.fold_in(k_z, 1))
       y_w = losses.wrong_labels(k_wrong, y, num_classes)
-      if enc_label:
-        mean_w, logvar_w = encode(params, x, y_w)
-        z_w = mean_w + jnp.exp(0.5 * logvar_w) * jax.random.normal(k_zw, mean_w.shape)
-      else:   # q(z|x) does not depend on the label: a fresh sample of the ELBO pass's posterior
-        z_w = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_zw, mean.shape)
+      # Without the label in the encoder, q(z|x) is the ELBO pass's: sample it afresh.
+      posterior_w = encode(params, x, y_w) if enc_label else (mean, logvar)
+      z_w = models.sample_z(*posterior_w, k_zw)
       img_w = losses.decoded_image(likelihood, decode(params, z_w, y_w))
       critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)
       real_logits = critic(params, x)
