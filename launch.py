@@ -23,6 +23,7 @@ from shared import cli_errors
 from shared import errors
 from shared import sharding
 from shared import train
+from shared import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant,modifiers].",
                                           lock_config=True)
@@ -50,6 +51,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  xla_flags.apply_defaults()   # before JAX's first computation creates the CPU backend
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)
   try:

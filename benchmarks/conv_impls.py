@@ -24,6 +24,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from shared import layers  # pylint: disable=g-import-not-at-top
+from shared import xla_flags  # pylint: disable=g-import-not-at-top
 
 _STEPS = flags.DEFINE_integer("steps", 8, "timed calls per measurement (median reported)")
 
@@ -37,7 +38,7 @@ CASES = (
     ("CVAE 4x4 stride-2 transposed conv, MNIST 7px 64->32", "transpose", (128, 7, 7, 64), 32, 4, 2),
     ("CVAE 4x4 stride-2 transposed conv, MNIST 14px 32->1", "transpose", (128, 14, 14, 32), 1, 4, 2),
 )
-IMPLS = ("xla", "im2col", "mixed")
+IMPLS = ("xla", "im2col", "split")
 
 
 def _median_ms(fn, *args) -> float:
@@ -52,6 +53,7 @@ def _median_ms(fn, *args) -> float:
 
 def main(argv):
   del argv
+  xla_flags.apply_defaults()
   print(f"backend {jax.default_backend()}, auto = {layers.resolve_impl('auto')}; median ms "
         f"over {_STEPS.value} calls; fwd = forward only, train = forward + gradient")
   header = f"{'layer':54s}" + "".join(f"{impl + ' fwd':>12s}{impl + ' train':>14s}"

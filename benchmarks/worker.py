@@ -23,6 +23,9 @@ _SPEC = flags.DEFINE_string("spec", None, "JSON measurement spec (see run.py)", 
 def main(argv):
   del argv
   spec = json.loads(_SPEC.value)
+  common.ensure_repo_on_path()
+  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  xla_flags.apply_defaults()     # the project's XLA:CPU defaults, as launch.py applies them
   kind = spec["kind"]
   if kind == "jax_step":
     from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top

@@ -1,12 +1,13 @@
-"""`Conv` and `ConvTranspose`: drop-ins for `nn.Conv` / `nn.ConvTranspose` (2-D, NHWC) that can
-compute the same function as patches @ kernel (im2col) instead of an XLA convolution.
+"""`Conv` and `ConvTranspose`: drop-ins for `nn.Conv` / `nn.ConvTranspose` (2-D, NHWC) whose
+transposed convolution can take its kernel gradient as a matmul (im2col) instead of from XLA.
 
-Why: on XLA:CPU the gradient of a convolution is slow, and the gradient of a transposed
-(input-dilated) convolution very slow: a 4x4 stride-2 transposed conv's forward + backward took
-111 ms where the im2col form takes 15 ms, and a 3x3 conv at 128x128x32 (batch 16) 863 ms against
-407 ms (`benchmarks/README.md`). im2col turns every convolution and its gradients into one
-matmul plus slices, which this CPU runs well. XLA's forward convolution is the faster one, so
-`impl="auto"` on CPU is "mixed" (XLA forward, im2col gradient); on TPU and GPU it is "xla".
+Why: on XLA:CPU the kernel gradient of a transposed (input-dilated) convolution is very slow:
+for the UNet's 2x2 stride-2 up-convolution at 16px, 256->128 channels, batch 16, forward +
+backward took 681 ms with XLA's gradient and 57 ms with the im2col one (`python
+benchmarks/conv_impls.py`, with the project's XLA flags, `shared/xla_flags.py`). Ordinary
+convolutions are fast in XLA once YNNPACK is kept off them (those flags), so `impl="split"`
+leaves them to XLA entirely and only replaces the transposed convolution's kernel gradient.
+`impl="auto"` is "split" on CPU and "xla" on TPU and GPU.
 
 Same parameters (names, shapes, initialisers, the `Conv_0` auto-names) and the same outputs as
 the Flax layers up to float rounding, so checkpoints and parameter counts do not depend on
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-IMPLS = ("auto", "mixed", "im2col", "xla")
+IMPLS = ("auto", "split", "im2col", "xla")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -32,13 +33,13 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f"model.conv_impl={impl!r}; allowed: {IMPLS}")
   if impl == "auto":
-    return "mixed" if jax.default_backend() == "cpu" else "xla"
+    return "split" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
-def _with_gradient_of(forward, gradient_twin):
-  """`forward(x, kernel)` whose gradient is that of `gradient_twin`, the same function computed
-  another way ("mixed": XLA's forward convolution is the fast one on CPU, im2col's gradient)."""
+def _with_kernel_gradient(forward, kernel_grad):
+  """`forward(x, kernel)` with XLA's own input gradient (for a transposed conv, a strided
+  convolution: fast) and the kernel gradient `kernel_grad(x, g)` ("split")."""
   @jax.custom_vjp
   def f(x, kernel):
     return forward(x, kernel)
@@ -47,19 +48,23 @@ def _with_gradient_of(forward, gradient_twin):
     return forward(x, kernel), (x, kernel)
 
   def f_bwd(residuals, g):
-    return jax.vjp(gradient_twin, *residuals)[1](g)
+    x, kernel = residuals
+    dx = jax.vjp(lambda x: forward(x, kernel), x)[1](g)[0]
+    return dx, kernel_grad(x, g).astype(kernel.dtype)
 
   f.defvjp(f_fwd, f_bwd)
   return f
 
 
-def _compute(impl: str, xla_fn, im2col_fn, x, kernel):
+def _compute(impl: str, xla_fn, im2col_fn, kernel_grad, x, kernel):
+  """"xla" and "im2col" compute everything their way; "split" is XLA with `kernel_grad(x, g)`
+  as the kernel gradient when one is given (transposed convs), plain XLA otherwise."""
   impl = resolve_impl(impl)
-  if impl == "xla":
-    return xla_fn(x, kernel)
   if impl == "im2col":
     return im2col_fn(x, kernel)
-  return _with_gradient_of(xla_fn, im2col_fn)(x, kernel)
+  if impl == "xla" or kernel_grad is None:
+    return xla_fn(x, kernel)
+  return _with_kernel_gradient(xla_fn, kernel_grad)(x, kernel)
 
 
 def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
@@ -121,6 +126,13 @@ def conv_transpose_im2col(x, kernel, strides):
   return jnp.stack(rows, axis=2).reshape(b, h * sh, w * sw, cout)
 
 
+def _kernel_vjp(linear_in_kernel, kernel_shape, g):
+  """Gradient of `sum(g * f(kernel))` for f linear in the kernel (evaluated at zeros: the
+  gradient of a linear map does not depend on the point)."""
+  zeros = jnp.zeros(kernel_shape, g.dtype)
+  return jax.vjp(linear_in_kernel, zeros)[1](g)[0]
+
+
 def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -135,11 +147,12 @@ class _Conv2D(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
-  def _apply(self, x, kernel_hw, xla_fn, im2col_fn):
-    """Creates `kernel` (and `bias`) as Flax does and computes `fn(x, kernel)` by `impl`."""
+  def _apply(self, x, kernel_hw, xla_fn, im2col_fn, kernel_grad):
+    """Creates `kernel` (and `bias`) as Flax does and computes `fn(x, kernel)` by `impl`;
+    `kernel_grad(x, g)`, if not None, is the kernel's gradient under "split"."""
     kernel = self.param("kernel", self.kernel_init, (*kernel_hw, x.shape[-1], self.features),
                         jnp.float32)
-    y = _compute(self.impl, xla_fn, im2col_fn, x, kernel)
+    y = _compute(self.impl, xla_fn, im2col_fn, kernel_grad, x, kernel)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
     return y
@@ -161,7 +174,8 @@ class Conv(_Conv2D):
     return self._apply(
         x, (kh, kw),
         lambda x, k: lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMS),
-        lambda x, k: conv_im2col(x, k, strides, pads))
+        lambda x, k: conv_im2col(x, k, strides, pads),
+        None)
 
 
 class ConvTranspose(_Conv2D):
@@ -178,4 +192,6 @@ class ConvTranspose(_Conv2D):
     return self._apply(
         x, (kh, kw),
         lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
-        lambda x, k: conv_transpose_im2col(x, k, strides))
+        lambda x, k: conv_transpose_im2col(x, k, strides),
+        lambda x, g: _kernel_vjp(lambda k: conv_transpose_im2col(x, k, strides),
+                                 (kh, kw, x.shape[-1], self.features), g))

@@ -9,6 +9,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
+from shared import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+xla_flags.apply_defaults()   # as launch.py does: tests and subprocesses run the users' XLA flags
+
 # Beside the repo root: ../shared/tfds holds prepared mnist, cifar10, oxford_iiit_pet.
 TFDS_DIR = os.environ.get("TFDS_DATA_DIR") or os.path.join(REPO_ROOT, "..", "shared", "tfds")
 

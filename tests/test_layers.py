@@ -1,6 +1,8 @@
 """shared/layers.py: every `conv_impl` computes what Flax's own layers compute, with the same
 parameters, values and gradients (the speed claim lives in benchmarks/, not here)."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -50,7 +52,7 @@ def _check_same_as_flax(ours, flax_layer, x):
     np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
-@pytest.mark.parametrize("impl", ["mixed", "im2col", "xla"])
+@pytest.mark.parametrize("impl", ["split", "im2col", "xla"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_matches_flax(case, impl):
   h, w, c, f, k, s, pad = case
@@ -59,7 +61,7 @@ def test_conv_matches_flax(case, impl):
                       nn.Conv(f, (k, k), strides=(s, s), padding=pad), x)
 
 
-@pytest.mark.parametrize("impl", ["mixed", "im2col", "xla"])
+@pytest.mark.parametrize("impl", ["split", "im2col", "xla"])
 @pytest.mark.parametrize("case", TRANSPOSE_CASES)
 def test_conv_transpose_matches_flax(case, impl):
   h, w, c, f, k, s = case
@@ -69,7 +71,7 @@ def test_conv_transpose_matches_flax(case, impl):
 
 
 def test_auto_picks_by_backend():
-  assert layers.resolve_impl("auto") == ("mixed" if jax.default_backend() == "cpu" else "xla")
+  assert layers.resolve_impl("auto") == ("split" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv_impl='fft'"):
     layers.resolve_impl("fft")
 
@@ -78,3 +80,19 @@ def test_transpose_rejects_what_it_cannot_compute():
   x = jnp.zeros((1, 4, 4, 2))
   with pytest.raises(ValueError, match="kernel a multiple of the stride"):
     layers.ConvTranspose(3, (3, 3), strides=2).init(jax.random.key(0), x)
+
+
+
+def test_xla_flag_defaults_keep_what_the_user_set():
+  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  default = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+  assert xla_flags.with_defaults("") == default
+  assert (xla_flags.with_defaults("--xla_force_host_platform_device_count=2")
+          == "--xla_force_host_platform_device_count=2 " + default)
+  mine = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+  assert xla_flags.with_defaults(mine) == mine
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  assert xla_flags.apply_defaults(env) == env["XLA_FLAGS"] == xla_flags.with_defaults(
+      "--xla_force_host_platform_device_count=2")
+  # The test process itself runs with them (tests/conftest.py applies them as launch.py does).
+  assert default in os.environ["XLA_FLAGS"] or "ynn_fusion_type" in os.environ["XLA_FLAGS"]
