@@ -24,6 +24,7 @@ from absl import flags
 
 from benchmarks import common
 from benchmarks import report
+from shared import xla_flags
 
 SECTIONS = ("unet", "cvae", "pipeline", "scaling")
 ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
@@ -144,6 +145,8 @@ def main(argv):
   results: dict[str, list] = {}
   if quick:
     print("--quick: tiny shapes and 3 steps; a smoke test of the benchmark, not a measurement")
+  our_flags = xla_flags.with_defaults(os.environ.get("XLA_FLAGS", ""))
+  print(f"XLA_FLAGS of our rows (yours + shared/xla_flags.py defaults): {our_flags}")
 
   if {"unet", "cvae"} & set(_ONLY.value):
     results["matmul"] = [_run({"kind": "matmul", "n": 512 if quick else 2048,
