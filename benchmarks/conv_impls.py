@@ -38,7 +38,7 @@ CASES = (
     ("CVAE 4x4 stride-2 transposed conv, MNIST 7px 64->32", "transpose", (128, 7, 7, 64), 32, 4, 2),
     ("CVAE 4x4 stride-2 transposed conv, MNIST 14px 32->1", "transpose", (128, 14, 14, 32), 1, 4, 2),
 )
-IMPLS = ("xla", "im2col", "split")
+IMPLS = ("xla", "im2col", "phase")
 
 
 def _median_ms(fn, *args) -> float:

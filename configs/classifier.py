@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.features = (32, 64)
   config.model.hidden = 128
   config.model.dropout_rate = 0.0 if variant == "mnist" else 0.3
-  config.model.conv_impl = "auto"   # shared/layers.py (CPU: im2col kernel grad of transposed convs)
+  config.model.conv_impl = "auto"   # shared/layers.py (CPU: transposed convs as ordinary convs)
 
   config.train.batch_size = 128
   config.train.num_epochs = 5 if variant == "mnist" else 20

@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # judgement of images decoded with random wrong labels trains the decoder to follow the label.
   config.model.critic_features = (16, 32) if mnist else (32, 64)
   config.model.critic_hidden = 64 if mnist else 128
-  config.model.conv_impl = "auto"   # shared/layers.py (CPU: im2col kernel grad of transposed convs)
+  config.model.conv_impl = "auto"   # shared/layers.py (CPU: transposed convs as ordinary convs)
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.

@@ -211,7 +211,7 @@ class Classifier(nn.Module):
     for i, f in enumerate(self.features):
       h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}a")(h))
       h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}b")(h))
-      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+      h = layers.max_pool_2x2(h)
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return nn.Dense(self.num_classes, name="logits")(h)

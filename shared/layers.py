@@ -1,18 +1,24 @@
 """`Conv` and `ConvTranspose`: drop-ins for `nn.Conv` / `nn.ConvTranspose` (2-D, NHWC) whose
-transposed convolution can take its kernel gradient as a matmul (im2col) instead of from XLA.
+transposed convolution is computed as an ordinary convolution (`impl="phase"`), and a 2x2
+max-pool with a cheap gradient.
 
-Why: on XLA:CPU the kernel gradient of a transposed (input-dilated) convolution is very slow:
-for the UNet's 2x2 stride-2 up-convolution at 16px, 256->128 channels, batch 16, forward +
-backward took 681 ms with XLA's gradient and 57 ms with the im2col one (`python
-benchmarks/conv_impls.py`, with the project's XLA flags, `shared/xla_flags.py`). Ordinary
-convolutions are fast in XLA once YNNPACK is kept off them (those flags), so `impl="split"`
-leaves them to XLA entirely and only replaces the transposed convolution's kernel gradient.
-`impl="auto"` is "split" on CPU and "xla" on TPU and GPU.
+Why: XLA lowers a transposed convolution to an input-dilated one (stride-1 over an input with
+s-1 zeros between pixels), and on XLA:CPU its gradients are very slow: the UNet's 2x2 stride-2
+up-convolution (16px, 256->128, batch 16) took 974 ms forward + gradient as XLA's transposed
+conv and 65 ms by phases; the CIFAR-10 CVAE's last 4x4 one 918 -> 194 ms (`python
+benchmarks/conv_impls.py`; numbers in benchmarks/README.md). By phases: for stride s, output
+row s*q + r only meets the kernel taps k with (r + k - pad) divisible by s, a window of k/s
+input rows, so one stride-1 convolution with a (k/s, k/s) window and s*s*features output
+channels computes every phase, and a depth-to-space interleaves them. Everything is plain XLA
+(forward and autodiff), with no dilated convolution and no zeros multiplied.
+
+`impl`: "phase" (transposed convs by phases, ordinary convs by XLA), "xla" (XLA's own
+convolutions everywhere), "im2col" (every conv as patches @ kernel: a reference, slower).
+"auto" is "phase" on CPU and "xla" on TPU and GPU, whose transposed convolutions are fast.
 
 Same parameters (names, shapes, initialisers, the `Conv_0` auto-names) and the same outputs as
 the Flax layers up to float rounding, so checkpoints and parameter counts do not depend on
-`impl`. A transposed conv is computed per output phase: for stride s, output row s*q + r only
-meets the kernel taps k with (r + k - pad) divisible by s, a window of kernel/s input rows.
+`impl`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-IMPLS = ("auto", "split", "im2col", "xla")
+IMPLS = ("auto", "phase", "im2col", "xla")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -33,38 +39,14 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f"model.conv_impl={impl!r}; allowed: {IMPLS}")
   if impl == "auto":
-    return "split" if jax.default_backend() == "cpu" else "xla"
+    return "phase" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
-def _with_kernel_gradient(forward, kernel_grad):
-  """`forward(x, kernel)` with XLA's own input gradient (for a transposed conv, a strided
-  convolution: fast) and the kernel gradient `kernel_grad(x, g)` ("split")."""
-  @jax.custom_vjp
-  def f(x, kernel):
-    return forward(x, kernel)
-
-  def f_fwd(x, kernel):
-    return forward(x, kernel), (x, kernel)
-
-  def f_bwd(residuals, g):
-    x, kernel = residuals
-    dx = jax.vjp(lambda x: forward(x, kernel), x)[1](g)[0]
-    return dx, kernel_grad(x, g).astype(kernel.dtype)
-
-  f.defvjp(f_fwd, f_bwd)
-  return f
-
-
-def _compute(impl: str, xla_fn, im2col_fn, kernel_grad, x, kernel):
-  """"xla" and "im2col" compute everything their way; "split" is XLA with `kernel_grad(x, g)`
-  as the kernel gradient when one is given (transposed convs), plain XLA otherwise."""
+def _compute(impl: str, fns: dict, x, kernel):
+  """`fns[impl](x, kernel)`; a layer without its own "phase" form uses its "xla" one."""
   impl = resolve_impl(impl)
-  if impl == "im2col":
-    return im2col_fn(x, kernel)
-  if impl == "xla" or kernel_grad is None:
-    return xla_fn(x, kernel)
-  return _with_kernel_gradient(xla_fn, kernel_grad)(x, kernel)
+  return fns.get(impl, fns["xla"])(x, kernel)
 
 
 def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
@@ -103,8 +85,10 @@ def _transpose_taps(k: int, s: int):
   return np.asarray(offsets), np.asarray(taps)
 
 
-def conv_transpose_im2col(x, kernel, strides):
-  """`lax.conv_transpose(x, kernel, strides, 'SAME')` (kernel not flipped, as Flax's) by phases."""
+def _conv_transpose_by_phases(x, kernel, strides, window_conv):
+  """`lax.conv_transpose(x, kernel, strides, 'SAME')` (kernel not flipped, as Flax's) as one
+  ordinary stride-1 convolution that emits every output phase as channels, then interleaved
+  (depth-to-space). `window_conv(xp, wk)` is that convolution: VALID, NHWC / HWIO."""
   b, h, w, cin = x.shape
   kh, kw, _, cout = kernel.shape
   (sh, sw) = strides
@@ -112,12 +96,14 @@ def conv_transpose_im2col(x, kernel, strides):
   nh, nw = kh // sh, kw // sw
   # Window kernel: (nh, nw, cin, sh, sw, cout); phase (r1, r2), window tap (t1, t2).
   wk = kernel[th[:, :, None, None], tw[None, None, :, :]]        # (sh, nh, sw, nw, cin, cout)
-  wk = wk.transpose(1, 3, 4, 0, 2, 5).reshape(nh * nw * cin, sh * sw * cout)
+  wk = wk.transpose(1, 3, 4, 0, 2, 5).reshape(nh, nw, cin, sh * sw * cout)
   lo_h, lo_w = int(oh.min()), int(ow.min())
   ph, pw = h + int(oh.max()) - lo_h, w + int(ow.max()) - lo_w    # window positions computed
   xp = jnp.pad(x, ((0, 0), (-lo_h, int(oh.max()) + nh - 1), (-lo_w, int(ow.max()) + nw - 1),
                    (0, 0)))
-  y = jnp.dot(_patches(xp, (nh, nw), (1, 1), (ph, pw)), wk).reshape(b, ph, pw, sh, sw, cout)
+  y = window_conv(xp, wk).reshape(b, ph, pw, sh, sw, cout)
+  if (ph, pw) == (h, w):      # every phase starts at the same input offset (e.g. kernel = stride)
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * sh, w * sw, cout)
   rows = []
   for r1 in range(sh):
     a = int(oh[r1]) - lo_h
@@ -126,11 +112,17 @@ def conv_transpose_im2col(x, kernel, strides):
   return jnp.stack(rows, axis=2).reshape(b, h * sh, w * sw, cout)
 
 
-def _kernel_vjp(linear_in_kernel, kernel_shape, g):
-  """Gradient of `sum(g * f(kernel))` for f linear in the kernel (evaluated at zeros: the
-  gradient of a linear map does not depend on the point)."""
-  zeros = jnp.zeros(kernel_shape, g.dtype)
-  return jax.vjp(linear_in_kernel, zeros)[1](g)[0]
+def conv_transpose_phases(x, kernel, strides):
+  """The transposed conv by phases, the window convolution done by XLA (`impl="phase"`)."""
+  return _conv_transpose_by_phases(
+      x, kernel, strides,
+      lambda xp, wk: lax.conv_general_dilated(xp, wk, (1, 1), "VALID", dimension_numbers=_DIMS))
+
+
+def conv_transpose_im2col(x, kernel, strides):
+  """The transposed conv by phases, the window convolution done as patches @ kernel."""
+  return _conv_transpose_by_phases(x, kernel, strides, lambda xp, wk: conv_im2col(
+      xp, wk, (1, 1), ((0, 0), (0, 0))))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -147,12 +139,11 @@ class _Conv2D(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
-  def _apply(self, x, kernel_hw, xla_fn, im2col_fn, kernel_grad):
-    """Creates `kernel` (and `bias`) as Flax does and computes `fn(x, kernel)` by `impl`;
-    `kernel_grad(x, g)`, if not None, is the kernel's gradient under "split"."""
+  def _apply(self, x, kernel_hw, fns):
+    """Creates `kernel` (and `bias`) as Flax does and computes `fns[impl](x, kernel)`."""
     kernel = self.param("kernel", self.kernel_init, (*kernel_hw, x.shape[-1], self.features),
                         jnp.float32)
-    y = _compute(self.impl, xla_fn, im2col_fn, kernel_grad, x, kernel)
+    y = _compute(self.impl, fns, x, kernel)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
     return y
@@ -171,11 +162,10 @@ class Conv(_Conv2D):
       pads = ((0, 0), (0, 0))
     else:
       pads = tuple(tuple(p) for p in self.padding)
-    return self._apply(
-        x, (kh, kw),
-        lambda x, k: lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMS),
-        lambda x, k: conv_im2col(x, k, strides, pads),
-        None)
+    return self._apply(x, (kh, kw), {
+        "xla": lambda x, k: lax.conv_general_dilated(x, k, strides, pads,
+                                                     dimension_numbers=_DIMS),
+        "im2col": lambda x, k: conv_im2col(x, k, strides, pads)})
 
 
 class ConvTranspose(_Conv2D):
@@ -189,9 +179,22 @@ class ConvTranspose(_Conv2D):
       raise ValueError(f"ConvTranspose supports padding='SAME' with kernel a multiple of the "
                        f"stride; got padding={self.padding!r}, kernel {(kh, kw)}, "
                        f"strides {strides}")
-    return self._apply(
-        x, (kh, kw),
-        lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
-        lambda x, k: conv_transpose_im2col(x, k, strides),
-        lambda x, g: _kernel_vjp(lambda k: conv_transpose_im2col(x, k, strides),
-                                 (kh, kw, x.shape[-1], self.features), g))
+    return self._apply(x, (kh, kw), {
+        "xla": lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
+        "im2col": lambda x, k: conv_transpose_im2col(x, k, strides),
+        "phase": lambda x, k: conv_transpose_phases(x, k, strides)})
+
+
+def max_pool_2x2(x):
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` (VALID: an odd last row / column is dropped) as a
+  reshape and a max.
+
+  Why: XLA:CPU differentiates `reduce_window` max through `select_and_scatter`, which was
+  2.5-7x slower than the gradient of a plain reduction (a 2x2 pool after ReLU at 64px x64,
+  batch 16: 163 -> 24 ms forward + gradient; `benchmarks/README.md`). Same values; the gradient
+  differs only where a window holds equal maxima (split between them instead of given to the
+  first), which after a ReLU happens for all-zero windows, whose gradient the ReLU zeroes.
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

@@ -52,7 +52,7 @@ def _check_same_as_flax(ours, flax_layer, x):
     np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
-@pytest.mark.parametrize("impl", ["split", "im2col", "xla"])
+@pytest.mark.parametrize("impl", ["phase", "im2col", "xla"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_matches_flax(case, impl):
   h, w, c, f, k, s, pad = case
@@ -61,7 +61,7 @@ def test_conv_matches_flax(case, impl):
                       nn.Conv(f, (k, k), strides=(s, s), padding=pad), x)
 
 
-@pytest.mark.parametrize("impl", ["split", "im2col", "xla"])
+@pytest.mark.parametrize("impl", ["phase", "im2col", "xla"])
 @pytest.mark.parametrize("case", TRANSPOSE_CASES)
 def test_conv_transpose_matches_flax(case, impl):
   h, w, c, f, k, s = case
@@ -71,7 +71,7 @@ def test_conv_transpose_matches_flax(case, impl):
 
 
 def test_auto_picks_by_backend():
-  assert layers.resolve_impl("auto") == ("split" if jax.default_backend() == "cpu" else "xla")
+  assert layers.resolve_impl("auto") == ("phase" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv_impl='fft'"):
     layers.resolve_impl("fft")
 
@@ -80,6 +80,18 @@ def test_transpose_rejects_what_it_cannot_compute():
   x = jnp.zeros((1, 4, 4, 2))
   with pytest.raises(ValueError, match="kernel a multiple of the stride"):
     layers.ConvTranspose(3, (3, 3), strides=2).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 7, 9, 2)])   # odd sizes: last row dropped
+def test_max_pool_matches_flax(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), flax_pool(x))
+  # Gradients match, also after a ReLU, where all-zero windows tie (both give them zero).
+  for pre in (lambda x: x, jax.nn.relu):
+    loss = lambda pool: lambda x: jnp.sum(jnp.sin(3 * pool(pre(x))))
+    np.testing.assert_allclose(jax.grad(loss(layers.max_pool_2x2))(x),
+                               jax.grad(loss(flax_pool))(x), atol=1e-6)
 
 
 

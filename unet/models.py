@@ -57,7 +57,7 @@ class Downsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.method == "maxpool":
-      return nn.max_pool(x, (2, 2), strides=(2, 2))
+      return layers.max_pool_2x2(x)
     if self.method == "strided_conv":
       # Padding 1 on each side, as PyTorch's Conv2d(k=3, s=2, p=1): output is exactly H/2.
       return layers.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
