@@ -7,6 +7,7 @@ crash in one measurement does not lose the rest of the table.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import resource
@@ -63,3 +64,18 @@ def run_worker(spec: dict, env_extra: dict | None = None, timeout: float = 3600)
       return {**spec, **json.loads(line[len(RESULT_PREFIX):])}
   tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
   return {**spec, "error": f"exit {proc.returncode}: {tail[:300]}"}
+
+
+def parse_overrides(items) -> dict:
+  """`["model.conv_impl=xla", "train.batch_size=8"]` -> {field: value}; values are parsed as
+  Python literals, else kept as strings."""
+  out = {}
+  for item in items:
+    field, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--set={item!r}: expected FIELD=VALUE")
+    try:
+      out[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[field] = value
+  return out

@@ -96,21 +96,28 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def measure(spec: dict) -> dict:
-  """Compile time, median step time, images/s, eval images/s, FLOPs of one model's steps."""
+def prepare(spec: dict):
+  """(config, task, mesh, state, batch, step_fn) for `spec`: exactly the loop's functions
+  (shared/train.py), on a synthetic batch of the config's train batch size."""
   from shared import optim, sharding, train  # pylint: disable=g-import-not-at-top
   config = config_for(spec)
   batch_size = spec.get("batch_size") or config.train.batch_size
   task = build_task(config)
   tx, schedule = optim.make_optimizer(config.optimizer, 100, 10_000)
   mesh = sharding.make_mesh()
-  repl = sharding.replicated(mesh)
   batch = sharding.to_global(synthetic_batch(config, batch_size), mesh)
-
-  # Exactly the loop's functions (shared/train.py).
   state = train.init_train_state(task, tx, jax.random.key(config.seed), batch, mesh)
-  n_params = train.count_params(state["params"])
   step_fn = train.make_train_step(task, tx, schedule, config.seed, mesh)
+  return config, task, mesh, state, batch, step_fn
+
+
+def measure(spec: dict) -> dict:
+  """Compile time, median step time, images/s, eval images/s, FLOPs of one model's steps."""
+  from shared import sharding, train  # pylint: disable=g-import-not-at-top
+  config, task, mesh, state, batch, step_fn = prepare(spec)
+  batch_size = spec.get("batch_size") or config.train.batch_size
+  repl = sharding.replicated(mesh)
+  n_params = train.count_params(state["params"])
   t0 = time.perf_counter()
   lowered = step_fn.lower(state, batch)
   compiled = lowered.compile()

@@ -47,17 +47,11 @@ _SET = flags.DEFINE_list("set", [], "config overrides for every model of ours, F
 
 
 def _overrides(base: dict) -> dict:
-  """`base` plus the --set overrides (values parsed as Python literals, else strings)."""
-  out = dict(base)
-  for item in _SET.value:
-    field, sep, value = item.partition("=")
-    if not sep:
-      raise app.UsageError(f"--set={item!r}: expected FIELD=VALUE")
-    try:
-      out[field] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[field] = value
-  return out
+  """`base` plus the --set overrides."""
+  try:
+    return {**base, **common.parse_overrides(_SET.value)}
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
 
 # --quick: every model shrunk so that one subprocess compiles and runs in seconds.
 QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
