@@ -1,4 +1,5 @@
-"""Forward and forward+backward time of single conv layers under each `model.conv_impl`.
+"""Forward and forward+backward time of single conv layers under each `model.conv_impl`, and
+of the 2x2 max-pool as Flax's `nn.max_pool` against `layers.max_pool_2x2`.
 
   python benchmarks/conv_impls.py [--steps=8]
 
@@ -19,6 +20,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -37,8 +39,19 @@ CASES = (
     ("CVAE 4x4 stride-2 conv, MNIST 14px 32->64", "conv", (128, 14, 14, 32), 64, 4, 2),
     ("CVAE 4x4 stride-2 transposed conv, MNIST 7px 64->32", "transpose", (128, 7, 7, 64), 32, 4, 2),
     ("CVAE 4x4 stride-2 transposed conv, MNIST 14px 32->1", "transpose", (128, 14, 14, 32), 1, 4, 2),
+    ("CVAE 4x4 stride-2 transposed conv, CIFAR-10 8px 64->32", "transpose", (128, 8, 8, 64), 32, 4,
+     2),
+    ("CVAE 4x4 stride-2 transposed conv, CIFAR-10 16px 32->6", "transpose", (128, 16, 16, 32), 6, 4,
+     2),
 )
 IMPLS = ("xla", "im2col", "phase")
+# (label, input shape NHWC) of the UNet's max-pools (after a ReLU, as in the model).
+POOL_CASES = (
+    ("UNet max-pool, 128px x32 (default size, level 0)", (16, 128, 128, 32)),
+    ("UNet max-pool, 64px x64 (default size, level 1)", (16, 64, 64, 64)),
+    ("UNet max-pool, 64px x16 (cpu size, level 0)", (16, 64, 64, 16)),
+    ("UNet max-pool, 32px x32 (cpu size, level 1)", (16, 32, 32, 32)),
+)
 
 
 def _median_ms(fn, *args) -> float:
@@ -69,6 +82,18 @@ def main(argv):
       fwd = jax.jit(layer.apply)
       train = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x))), argnums=(0, 1)))
       row += f"{_median_ms(fwd, params, x):12.1f}{_median_ms(train, params, x):14.1f}"
+    print(row, flush=True)
+  pools = (("nn.max_pool", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))),
+           ("max_pool_2x2", layers.max_pool_2x2))
+  print("\n" + f"{'layer':54s}" + "".join(f"{name + ' fwd':>20s}{name + ' train':>22s}"
+                                          for name, _ in pools))
+  for label, shape in POOL_CASES:
+    x = jax.random.normal(jax.random.key(0), shape)
+    row = f"{label:54s}"
+    for _, pool in pools:
+      fwd = jax.jit(lambda x, pool=pool: pool(jax.nn.relu(x)))
+      train = jax.jit(jax.grad(lambda x, pool=pool: jnp.sum(jnp.sin(pool(jax.nn.relu(x))))))
+      row += f"{_median_ms(fwd, x):20.1f}{_median_ms(train, x):22.1f}"
     print(row, flush=True)
 
 
