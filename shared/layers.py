@@ -4,9 +4,9 @@ max-pool with a cheap gradient.
 
 Why: XLA lowers a transposed convolution to an input-dilated one (stride-1 over an input with
 s-1 zeros between pixels), and on XLA:CPU its gradients are very slow: the UNet's 2x2 stride-2
-up-convolution (16px, 256->128, batch 16) took 974 ms forward + gradient as XLA's transposed
-conv and 65 ms by phases; the CIFAR-10 CVAE's last 4x4 one 918 -> 194 ms (`python
-benchmarks/conv_impls.py`; numbers in benchmarks/README.md). By phases: for stride s, output
+up-convolution (16px, 256->128, batch 16) took 482 ms forward + gradient as XLA's transposed
+conv and 29 ms by phases, the CVAE decoder's 4x4 ones 63-95 ms and 17-19 ms (`python
+benchmarks/conv_impls.py`, quiet machine; benchmarks/README.md). By phases: for stride s, output
 row s*q + r only meets the kernel taps k with (r + k - pad) divisible by s, a window of k/s
 input rows, so one stride-1 convolution with a (k/s, k/s) window and s*s*features output
 channels computes every phase, and a depth-to-space interleaves them. Everything is plain XLA
@@ -14,7 +14,8 @@ channels computes every phase, and a depth-to-space interleaves them. Everything
 
 `impl`: "phase" (transposed convs by phases, ordinary convs by XLA), "xla" (XLA's own
 convolutions everywhere), "im2col" (every conv as patches @ kernel: a reference, slower).
-"auto" is "phase" on CPU and "xla" on TPU and GPU, whose transposed convolutions are fast.
+"auto" is "phase" on CPU and "xla" on TPU and GPU (XLA's own convolutions, their compilers'
+native path; the phase form has not been timed there).
 
 Same parameters (names, shapes, initialisers, the `Conv_0` auto-names) and the same outputs as
 the Flax layers up to float rounding, so checkpoints and parameter counts do not depend on
@@ -190,9 +191,9 @@ def max_pool_2x2(x):
   reshape and a max.
 
   Why: XLA:CPU differentiates `reduce_window` max through `select_and_scatter`, which was
-  2.5-7x slower than the gradient of a plain reduction (a 2x2 pool after ReLU at 64px x64,
-  batch 16: 163 -> 24 ms forward + gradient; `benchmarks/README.md`). Same values; the gradient
-  differs only where a window holds equal maxima (split between them instead of given to the
+  1.9-5.7x slower than the gradient of a plain reduction (a 2x2 pool after ReLU at 64px x64,
+  batch 16: 68.7 -> 12.1 ms forward + gradient; `benchmarks/conv_impls.py`). Same values; the
+  gradient differs only where a window holds equal maxima (split between them instead of given to the
   first), which after a ReLU happens for all-zero windows, whose gradient the ReLU zeroes.
   """
   b, h, w, c = x.shape
