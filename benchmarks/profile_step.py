@@ -111,7 +111,7 @@ def main(argv):
     for name, us in ops.items():
       parts = names[name].split("/")[1:]          # drop jit(_train_step)
       groups["/".join(parts[:_GROUP.value]) or "(top level)"] += us
-    print(f"\nby op_name prefix (forward = jvp(...), backward = transpose(jvp(...))):")
+    print("\nby op_name prefix (forward = jvp(...), backward = transpose(jvp(...))):")
     for group, us in groups.most_common(_TOP.value):
       ms = us / 1e3 / steps
       print(f"{ms:8.2f} {ms / max(total_ms, 1e-9):6.1%}  {group}")

@@ -11,7 +11,6 @@ per framework. See benchmarks/README.md for the columns.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
