@@ -66,6 +66,38 @@ def run_worker(spec: dict, env_extra: dict | None = None, timeout: float = 3600)
   return {**spec, "error": f"exit {proc.returncode}: {tail[:300]}"}
 
 
+def combine_repeats(runs: list[dict]) -> dict:
+  """One result from several processes' results for the same spec (`run.py --repeats`).
+
+  Why: on this machine the same step measured in two fresh processes differed by up to 36%
+  (benchmarks/README.md), more than most changes being measured. Running every measurement in
+  several processes, interleaved in time with the other frameworks' and taking the median of
+  the per-process medians, keeps one slow process or one noisy minute from deciding a ratio.
+  Times (train step, eval step, compile, first call) are medians over the processes that
+  succeeded, images/s and FLOP/s follow from them, peak RSS is the largest; `step_s_runs`
+  keeps every process's median and `spread` is (max - min) / median of them.
+  """
+  ok = [r for r in runs if "error" not in r]
+  if not ok:
+    return runs[-1]
+  out = dict(ok[0])
+  med = lambda key: statistics.median(r[key] for r in ok)
+  for key in ("step_s", "eval_step_s", "compile_s", "first_call_s", "eval_compile_s"):
+    if all(r.get(key) is not None for r in ok):
+      out[key] = med(key)
+  out["images_per_s"] = out["batch_size"] / out["step_s"]
+  if out.get("eval_step_s"):
+    out["eval_images_per_s"] = out["eval_batch_size"] / out["eval_step_s"]
+  if out.get("flops_per_step"):
+    out["flops_per_s"] = out["flops_per_step"] / out["step_s"]
+  out["peak_rss_mb"] = max(r.get("peak_rss_mb", 0.0) for r in ok)
+  runs_s = [r["step_s"] for r in ok]
+  out.update(step_s_runs=runs_s, repeats=len(runs), failed_repeats=len(runs) - len(ok),
+             spread=(max(runs_s) - min(runs_s)) / out["step_s"])
+  out.pop("step_s_all", None)
+  return out
+
+
 def parse_overrides(items) -> dict:
   """`["model.conv_impl=xla", "train.batch_size=8"]` -> {field: value}; values are parsed as
   Python literals, else kept as strings."""

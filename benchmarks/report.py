@@ -42,6 +42,9 @@ def matmul_line(m: dict) -> str:
 def step_table(section: str, results: list[dict], ceiling: float | None) -> str:
   header = ["model", "size", "framework", "params", "batch", "compile_s", "first_s", "step_ms",
             "img/s", "eval_img/s", "rss_MB", "GFLOP/s", "util", "ours/this"]
+  repeated = any(r.get("repeats", 1) > 1 for r in results)
+  if repeated:
+    header.insert(header.index("step_ms") + 1, "spread")
   rows, notes = [], []
   ours = {_name(r): r for r in results if r.get("kind") == "jax_step" and "error" not in r}
   for r in results:
@@ -62,12 +65,21 @@ def step_table(section: str, results: list[dict], ceiling: float | None) -> str:
                    f"{mine['num_params']} (the mirror is not the same model)")
     gflops = r.get("flops_per_s") and r["flops_per_s"] / 1e9
     util = gflops / ceiling if gflops and ceiling else None
-    rows.append([name, size, fw, params, str(r["batch_size"]), _f(r.get("compile_s")),
-                 _f(r.get("first_call_s")), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
-                 _f(r.get("eval_images_per_s")), _f(r.get("peak_rss_mb"), "{:.0f}"),
-                 _f(gflops), _f(util, "{:.1%}"), _f(ratio, "{:.2f}")])
-  out = _table(f"{section}: train step (median) and eval step; ours/this = our img/s / this row's",
-               header, rows)
+    row = [name, size, fw, params, str(r["batch_size"]), _f(r.get("compile_s")),
+           _f(r.get("first_call_s")), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
+           _f(r.get("eval_images_per_s")), _f(r.get("peak_rss_mb"), "{:.0f}"),
+           _f(gflops), _f(util, "{:.1%}"), _f(ratio, "{:.2f}")]
+    if repeated:
+      row.insert(header.index("spread"), _f(r.get("spread"), "{:.0%}"))
+      if r.get("failed_repeats"):
+        notes.append(f"{name} {size} {fw}: {r['failed_repeats']} of {r['repeats']} processes "
+                     f"failed; the row is the median of the others")
+    rows.append(row)
+  title = f"{section}: train step (median) and eval step; ours/this = our img/s / this row's"
+  if repeated:
+    title += ("; step_ms = median of the processes' medians, spread = their (max - min) / "
+              "median")
+  out = _table(title, header, rows)
   return out + "".join(f"\n  note: {n}" for n in notes)
 
 

@@ -1,7 +1,8 @@
 """Side-by-side benchmark of our train/eval steps against PyTorch on this machine.
 
   python benchmarks/run.py [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
-                           [--torch_threads=N] [--out=bench.json] [--set=FIELD=VALUE,...]
+                           [--repeats=N] [--torch_threads=N] [--out=bench.json]
+                           [--set=FIELD=VALUE,...]
 
 Prints one table per section; the last line is `unet_vs_pytorch=R`: our train images/s over
 PyTorch eager's for strconv_ups_dice at the default size (R > 1: ours is faster). Each
@@ -33,6 +34,9 @@ _QUICK = flags.DEFINE_bool("quick", False, "tiny shapes and few steps: a smoke t
                            "measurement")
 _ONLY = flags.DEFINE_list("only", list(SECTIONS), f"sections to run, from {SECTIONS}")
 _STEPS = flags.DEFINE_integer("steps", 20, "timed train steps per measurement (after warm-up)")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "processes per train-step measurement, run in "
+                                "rounds (every model and framework once per round); the table "
+                                "shows the median of their medians and their spread")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after the first call")
 _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 10, "timed steps per scaling point")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default, "
@@ -77,6 +81,19 @@ def unet_specs(quick: bool) -> list[dict]:
   return [{"model": "unet", "variant": v, "size": s,
            "overrides": _overrides(QUICK_UNET if quick else {})}
           for v in variants for s in sizes]
+
+
+def run_in_rounds(specs: list[dict], repeats: int) -> list[dict]:
+  """Each spec measured in `repeats` processes, round by round (every spec once per round,
+  so every framework sees the machine's slow and fast minutes alike), then combined into one
+  result per spec (`common.combine_repeats`)."""
+  runs = [[] for _ in specs]
+  for r in range(repeats):
+    if repeats > 1:
+      print(f"  round {r + 1}/{repeats}", file=sys.stderr, flush=True)
+    for i, spec in enumerate(specs):
+      runs[i].append(_run(spec))
+  return [rs[0] if repeats == 1 else common.combine_repeats(rs) for rs in runs]
 
 
 def cvae_specs(quick: bool) -> list[dict]:
@@ -132,6 +149,8 @@ def main(argv):
     raise app.UsageError(f"--only: unknown section(s) {sorted(unknown)}; allowed {SECTIONS}")
   if set(_SIZES.value) - {"cpu", "default"}:
     raise app.UsageError(f"--sizes={_SIZES.value}; allowed: cpu, default")
+  if _REPEATS.value < 1:
+    raise app.UsageError(f"--repeats={_REPEATS.value}; expected at least 1")
   steps = 3 if quick else _STEPS.value
   if not quick and steps < 20:
     print(f"note: --steps={steps} < 20: medians over fewer steps than the issue asks for")
@@ -146,7 +165,8 @@ def main(argv):
                                "steps": 3 if quick else 10})]
   for section, make in (("unet", unet_specs), ("cvae", cvae_specs)):
     if section in _ONLY.value:
-      results[section] = [_run(s) for m in make(quick) for s in _step_specs(m, steps)]
+      specs = [s for m in make(quick) for s in _step_specs(m, steps)]
+      results[section] = run_in_rounds(specs, _REPEATS.value)
   if "pipeline" in _ONLY.value:
     results["pipeline"] = [_run(s) for s in pipeline_specs(quick)]
   if "scaling" in _ONLY.value:
