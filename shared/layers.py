@@ -105,10 +105,15 @@ def _conv_transpose_by_phases(x, kernel, strides, window_conv):
   y = window_conv(xp, wk).reshape(b, ph, pw, sh, sw, cout)
   if (ph, pw) == (h, w):      # every phase starts at the same input offset (e.g. kernel = stride)
     return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * sh, w * sw, cout)
+  # Phases start at different input offsets: cut each phase's channels out with one `split`
+  # (whose gradient is one concatenate; separate slices would each be padded back to full
+  # size and summed), then its own window of positions.
+  phases = lax.split(y.reshape(b, ph, pw, sh * sw * cout), [cout] * (sh * sw), axis=3)
   rows = []
   for r1 in range(sh):
     a = int(oh[r1]) - lo_h
-    rows.append(jnp.stack([y[:, a:a + h, int(ow[r2]) - lo_w:int(ow[r2]) - lo_w + w, r1, r2]
+    rows.append(jnp.stack([phases[r1 * sw + r2][:, a:a + h, int(ow[r2]) - lo_w:
+                                                 int(ow[r2]) - lo_w + w]
                            for r2 in range(sw)], axis=3))         # (b, h, w, sw, cout)
   return jnp.stack(rows, axis=2).reshape(b, h * sh, w * sw, cout)
 
