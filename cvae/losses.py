@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 LIKELIHOODS = ("bernoulli", "discretized_logistic")
 # Channels the decoder outputs per image channel.
@@ -59,11 +60,17 @@ LOG_SCALE_OFFSET = -3.0
 
 
 def split_outputs(likelihood: str, out):
-  """Decoder output -> likelihood parameters."""
+  """Decoder output -> likelihood parameters.
+
+  One `lax.split`, not two slices: its gradient is one concatenate, where two slices' would be
+  two full-width pads summed, which XLA:CPU fuses with the whole likelihood gradient and
+  evaluates per channel of both (CIFAR-10 CVAE step in one process: 10 ms of ~165 ms).
+  """
   if likelihood == "bernoulli":
     return (out,)
   c = out.shape[-1] // 2
-  return out[..., :c], out[..., c:] + LOG_SCALE_OFFSET
+  mean, log_scale = lax.split(out, [c, c], axis=out.ndim - 1)
+  return mean, log_scale + LOG_SCALE_OFFSET
 
 
 def reconstruction_nll(likelihood: str, out, x):
