@@ -19,6 +19,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 RESULT_PREFIX = "BENCH_RESULT "
+# Config overrides that shrink each model so one process compiles and runs it in seconds
+# (run.py --quick, tests).
+QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
+              "train.batch_size": 4, "eval.batch_size": 4}
+QUICK_CVAE = {"train.batch_size": 16, "eval.batch_size": 16}
 
 
 def ensure_repo_on_path() -> None:

@@ -56,11 +56,6 @@ def _overrides(base: dict) -> dict:
   except ValueError as e:
     raise app.UsageError(str(e)) from e
 
-# --quick: every model shrunk so that one subprocess compiles and runs in seconds.
-QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
-              "train.batch_size": 4, "eval.batch_size": 4}
-QUICK_CVAE = {"train.batch_size": 16, "eval.batch_size": 16}
-
 
 def _run(spec: dict, env: dict | None = None) -> dict:
   label = " ".join(str(spec.get(k)) for k in ("kind", "model", "variant", "dataset", "size")
@@ -79,7 +74,7 @@ def unet_specs(quick: bool) -> list[dict]:
   variants = [RATIO_VARIANT] if quick else _VARIANTS.value
   sizes = ["default"] if quick else _SIZES.value
   return [{"model": "unet", "variant": v, "size": s,
-           "overrides": _overrides(QUICK_UNET if quick else {})}
+           "overrides": _overrides(common.QUICK_UNET if quick else {})}
           for v in variants for s in sizes]
 
 
@@ -98,7 +93,7 @@ def run_in_rounds(specs: list[dict], repeats: int) -> list[dict]:
 
 def cvae_specs(quick: bool) -> list[dict]:
   datasets = ["mnist"] if quick else ["mnist", "cifar10"]
-  return [{"model": "cvae", "dataset": d, "overrides": _overrides(QUICK_CVAE if quick else {})}
+  return [{"model": "cvae", "dataset": d, "overrides": _overrides(common.QUICK_CVAE if quick else {})}
           for d in datasets]
 
 

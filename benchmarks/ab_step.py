@@ -1,0 +1,152 @@
+"""Several forms of one train step, compiled in ONE process and timed alternately: the way to
+see a 5% change on a machine whose step time moves 13-36% from one process to the next.
+
+  python benchmarks/ab_step.py --variant=mp_tr_bce --size=cpu \
+      --arm=base: \
+      --arm=xla_convs:model.conv_impl=xla \
+      --arm=no_ynn_reduce:--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT
+
+Each `--arm=NAME:ITEMS` is one form of the step; ITEMS is a comma-separated list (may be empty)
+of config overrides `FIELD=VALUE` (as run.py --set) and XLA compile options `--option=VALUE`
+(passed to `compile(compiler_options=...)` for this arm alone, so unlike XLA_FLAGS they can
+differ within one process; repeated-enum options take the enum's full names, e.g.
+`LIBRARY_FUSION_TYPE_DOT`). The process's own XLA_FLAGS (with the project's defaults) apply to
+every arm. Every arm runs `--steps` steps per round, arms in turn, for `--rounds` rounds, so
+the machine's slow and fast minutes fall on all of them; the table gives each arm's median,
+quartiles and its median relative to the first arm's.
+
+Why in one process: compiling all arms first and interleaving them removes the variation
+between processes (thread placement, allocator state, neighbours on the host) that the
+one-process-per-measurement tables of run.py carry.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # pylint: disable=g-import-not-at-top
+
+
+def parse_arm(text: str) -> tuple[str, dict, dict]:
+  """`"name:model.conv_impl=xla,--xla_cpu_foo=true"` -> (name, overrides, compile options)."""
+  name, sep, items = text.partition(":")
+  if not sep or not name:
+    raise ValueError(f"--arm={text!r}: expected NAME:ITEMS (ITEMS may be empty)")
+  overrides, options = [], {}
+  for item in filter(None, items.split(",")):
+    if item.startswith("--"):
+      key, eq, value = item[2:].partition("=")
+      if not eq:
+        raise ValueError(f"--arm={text!r}: compile option {item!r} needs =VALUE")
+      options[key] = _option_value(value)
+    else:
+      overrides.append(item)
+  try:
+    return name, common.parse_overrides(overrides), options
+  except ValueError as e:
+    raise ValueError(f"--arm={text!r}: {e}") from e
+
+
+def _option_value(value: str):
+  """XLA compile options want typed values: true/false -> bool, numbers -> int/float."""
+  if value.lower() in ("true", "false"):
+    return value.lower() == "true"
+  try:
+    number = ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
+  return number if isinstance(number, (int, float)) else value
+
+
+def compare(base_spec: dict, arms: list[tuple[str, dict, dict]], steps: int,
+            rounds: int) -> dict[str, list[float]]:
+  """Step times (s) of every arm, compiled first and then timed round by round."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top
+  built = {}
+  for name, overrides, options in arms:
+    spec = {**base_spec, "overrides": {**base_spec.get("overrides", {}), **overrides}}
+    _, _, _, state, batch, step_fn = jax_bench.prepare(spec)
+    compiled = step_fn.lower(state, batch).compile(compiler_options=options or None)
+    state, metrics = compiled(state, batch)        # first call and one warm-up step
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    built[name] = [compiled, state, batch]
+  times = {name: [] for name in built}
+  for _ in range(rounds):
+    for name, entry in built.items():
+      compiled, state, batch = entry
+      for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        times[name].append(time.perf_counter() - t0)
+      entry[1] = state
+  return times
+
+
+def table(times: dict[str, list[float]]) -> str:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  first = None
+  lines = [f"{'arm':24s} {'median_ms':>9s} {'p25_ms':>8s} {'p75_ms':>8s} {'vs_first':>8s}"]
+  for name, ts in times.items():
+    med = float(np.median(ts)) * 1e3
+    first = first or med
+    lines.append(f"{name[:24]:24s} {med:9.1f} {np.percentile(ts, 25) * 1e3:8.1f} "
+                 f"{np.percentile(ts, 75) * 1e3:8.1f} {med / first:8.3f}")
+  return "\n".join(lines)
+
+
+def _define_flags():
+  """Flags are defined only when run as a script, so that tests can import this module next
+  to profile_step.py (which defines flags of the same names)."""
+  f = flags
+  return dict(
+      model=f.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family"),
+      variant=f.DEFINE_string("variant", "strconv_ups_dice", "UNet variant"),
+      size=f.DEFINE_enum("size", "cpu", ["cpu", "default"], "UNet size"),
+      dataset=f.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "CVAE dataset"),
+      arm=f.DEFINE_multi_string("arm", ["base:"], "NAME:ITEMS, ITEMS = comma-separated "
+                                "FIELD=VALUE config overrides and --xla_option=VALUE"),
+      steps=f.DEFINE_integer("steps", 5, "timed steps per arm per round"),
+      rounds=f.DEFINE_integer("rounds", 6, "rounds (every arm once per round)"),
+      set=f.DEFINE_list("set", [], "config overrides applied to every arm, FIELD=VALUE"))
+
+
+def main(argv, flag):
+  del argv
+  common.ensure_repo_on_path()
+  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  xla_flags.apply_defaults()
+  try:
+    arms = [parse_arm(a) for a in flag["arm"].value]
+    shared_overrides = common.parse_overrides(flag["set"].value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  names = [a[0] for a in arms]
+  if len(set(names)) != len(names):
+    raise app.UsageError(f"--arm names must differ; got {names}")
+  if flag["model"].value == "unet":
+    spec = {"model": "unet", "variant": flag["variant"].value, "size": flag["size"].value}
+  else:
+    spec = {"model": "cvae", "dataset": flag["dataset"].value}
+  spec["overrides"] = shared_overrides
+  steps, rounds = flag["steps"].value, flag["rounds"].value
+  if steps < 1 or rounds < 1:
+    raise app.UsageError(f"--steps={steps} --rounds={rounds}: both must be at least 1")
+  times = compare(spec, arms, steps, rounds)
+  print(f"{spec}: {rounds} rounds x {steps} steps per arm, in one process")
+  print(table(times))
+
+
+if __name__ == "__main__":
+  _flags = _define_flags()
+  app.run(lambda argv: main(argv, _flags))
