@@ -80,7 +80,8 @@ def combine_repeats(runs: list[dict]) -> dict:
   the per-process medians, keeps one slow process or one noisy minute from deciding a ratio.
   Times (train step, eval step, compile, first call) are medians over the processes that
   succeeded, images/s and FLOP/s follow from them, peak RSS is the largest; `step_s_runs`
-  keeps every process's median and `spread` is (max - min) / median of them.
+  keeps every process's median and `spread` is (max - min) / median of them. If every process
+  failed, the result is the last one's error.
   """
   ok = [r for r in runs if "error" not in r]
   if not ok:

@@ -93,8 +93,8 @@ def run_in_rounds(specs: list[dict], repeats: int) -> list[dict]:
 
 def cvae_specs(quick: bool) -> list[dict]:
   datasets = ["mnist"] if quick else ["mnist", "cifar10"]
-  return [{"model": "cvae", "dataset": d, "overrides": _overrides(common.QUICK_CVAE if quick else {})}
-          for d in datasets]
+  overrides = _overrides(common.QUICK_CVAE if quick else {})
+  return [{"model": "cvae", "dataset": d, "overrides": overrides} for d in datasets]
 
 
 def pipeline_specs(quick: bool) -> list[dict]:

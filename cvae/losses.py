@@ -63,8 +63,8 @@ def split_outputs(likelihood: str, out):
   """Decoder output -> likelihood parameters.
 
   One `lax.split`, not two slices: its gradient is one concatenate, where two slices' would be
-  two full-width pads summed, which XLA:CPU fuses with the whole likelihood gradient and
-  evaluates per channel of both (CIFAR-10 CVAE step in one process: 10 ms of ~165 ms).
+  two full-width pads summed, which XLA:CPU fused with the whole likelihood gradient (its
+  costliest op, 10 ms; the CIFAR-10 step 161 -> 154 ms in one process, benchmarks/README.md).
   """
   if likelihood == "bernoulli":
     return (out,)

@@ -109,12 +109,11 @@ def _conv_transpose_by_phases(x, kernel, strides, window_conv):
   # (whose gradient is one concatenate; separate slices would each be padded back to full
   # size and summed), then its own window of positions.
   phases = lax.split(y.reshape(b, ph, pw, sh * sw * cout), [cout] * (sh * sw), axis=3)
-  rows = []
-  for r1 in range(sh):
-    a = int(oh[r1]) - lo_h
-    rows.append(jnp.stack([phases[r1 * sw + r2][:, a:a + h, int(ow[r2]) - lo_w:
-                                                 int(ow[r2]) - lo_w + w]
-                           for r2 in range(sw)], axis=3))         # (b, h, w, sw, cout)
+  top = [int(o) - lo_h for o in oh]                              # each phase's first row
+  left = [int(o) - lo_w for o in ow]                             # and column
+  rows = [jnp.stack([phases[r1 * sw + r2][:, top[r1]:top[r1] + h, left[r2]:left[r2] + w]
+                     for r2 in range(sw)], axis=3)                 # (b, h, w, sw, cout)
+          for r1 in range(sh)]
   return jnp.stack(rows, axis=2).reshape(b, h * sh, w * sw, cout)
 
 
