@@ -108,17 +108,16 @@ def table(times: dict[str, list[float]]) -> str:
 def _define_flags():
   """Flags are defined only when run as a script, so that tests can import this module next
   to profile_step.py (which defines flags of the same names)."""
-  f = flags
   return dict(
-      model=f.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family"),
-      variant=f.DEFINE_string("variant", "strconv_ups_dice", "UNet variant"),
-      size=f.DEFINE_enum("size", "cpu", ["cpu", "default"], "UNet size"),
-      dataset=f.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "CVAE dataset"),
-      arm=f.DEFINE_multi_string("arm", ["base:"], "NAME:ITEMS, ITEMS = comma-separated "
-                                "FIELD=VALUE config overrides and --xla_option=VALUE"),
-      steps=f.DEFINE_integer("steps", 5, "timed steps per arm per round"),
-      rounds=f.DEFINE_integer("rounds", 6, "rounds (every arm once per round)"),
-      set=f.DEFINE_list("set", [], "config overrides applied to every arm, FIELD=VALUE"))
+      model=flags.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family"),
+      variant=flags.DEFINE_string("variant", "strconv_ups_dice", "UNet variant"),
+      size=flags.DEFINE_enum("size", "cpu", ["cpu", "default"], "UNet size"),
+      dataset=flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "CVAE dataset"),
+      arm=flags.DEFINE_multi_string("arm", ["base:"], "NAME:ITEMS, ITEMS = comma-separated "
+                                    "FIELD=VALUE config overrides and --xla_option=VALUE"),
+      steps=flags.DEFINE_integer("steps", 5, "timed steps per arm per round"),
+      rounds=flags.DEFINE_integer("rounds", 6, "rounds (every arm once per round)"),
+      set=flags.DEFINE_list("set", [], "config overrides applied to every arm, FIELD=VALUE"))
 
 
 def main(argv, flag):
@@ -134,11 +133,8 @@ def main(argv, flag):
   names = [a[0] for a in arms]
   if len(set(names)) != len(names):
     raise app.UsageError(f"--arm names must differ; got {names}")
-  if flag["model"].value == "unet":
-    spec = {"model": "unet", "variant": flag["variant"].value, "size": flag["size"].value}
-  else:
-    spec = {"model": "cvae", "dataset": flag["dataset"].value}
-  spec["overrides"] = shared_overrides
+  spec = common.step_spec(flag["model"].value, flag["variant"].value, flag["size"].value,
+                          flag["dataset"].value, shared_overrides)
   steps, rounds = flag["steps"].value, flag["rounds"].value
   if steps < 1 or rounds < 1:
     raise app.UsageError(f"--steps={steps} --rounds={rounds}: both must be at least 1")

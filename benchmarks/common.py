@@ -104,6 +104,14 @@ def combine_repeats(runs: list[dict]) -> dict:
   return out
 
 
+def step_spec(model: str, variant: str, size: str, dataset: str, overrides: dict) -> dict:
+  """The measurement spec of one model's train step (jax_bench.prepare): a UNet variant and
+  size, or the CVAE on a dataset, with config overrides."""
+  if model == "unet":
+    return {"model": "unet", "variant": variant, "size": size, "overrides": overrides}
+  return {"model": "cvae", "dataset": dataset, "overrides": overrides}
+
+
 def parse_overrides(items) -> dict:
   """`["model.conv_impl=xla", "train.batch_size=8"]` -> {field: value}; values are parsed as
   Python literals, else kept as strings."""

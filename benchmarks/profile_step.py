@@ -80,11 +80,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top
 
-  if _MODEL.value == "unet":
-    spec = {"model": "unet", "variant": _VARIANT.value, "size": _SIZE.value}
-  else:
-    spec = {"model": "cvae", "dataset": _DATASET.value}
-  spec["overrides"] = common.parse_overrides(_SET.value)
+  spec = common.step_spec(_MODEL.value, _VARIANT.value, _SIZE.value, _DATASET.value,
+                          common.parse_overrides(_SET.value))
   _, _, _, state, batch, step_fn = jax_bench.prepare(spec)
   compiled = step_fn.lower(state, batch).compile()
   names = op_names(compiled.as_text())
