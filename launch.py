@@ -14,7 +14,20 @@ stderr and a non-zero exit code, not a traceback.
 
 import sys
 
-from absl import app
+from shared import allocator
+
+if __name__ == "__main__":
+  # First, before the imports below take their seconds: restart under tcmalloc if asked and
+  # installed (shared/allocator.py). An unknown --allocator value is left to absl to report.
+  _mode = allocator.mode_from_argv(sys.argv[1:])
+  if _mode in allocator.MODES:
+    try:
+      allocator.maybe_reexec(_mode)
+    except ValueError as e:
+      print(f"config error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -28,6 +41,10 @@ from shared import xla_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant,modifiers].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
+_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", allocator.MODES,
+                               "auto: restart under tcmalloc when it is installed (faster CPU "
+                               "steps, see shared/allocator.py); tcmalloc: require it; system: "
+                               "glibc malloc.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,6 +68,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  logging.info("allocator: %s", allocator.describe())
   xla_flags.apply_defaults()   # before JAX's first computation creates the CPU backend
   sharding.maybe_initialize_distributed()
   logging.info("config:\n%s", _CONFIG.value)

@@ -42,6 +42,8 @@ _TOP = flags.DEFINE_integer("top", 25, "ops printed")
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "where the trace goes (default: a temp dir)")
 _GROUP = flags.DEFINE_integer("group_depth", 3, "second table: op time summed by the first N "
                                  "components of op_name after jit(...)/ (0: no second table)")
+_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", ["auto", "tcmalloc", "system"],
+                               "as launch.py --allocator (shared/allocator.py)")
 _SET = flags.DEFINE_list("set", [], "config overrides FIELD=VALUE, as benchmarks/run.py --set")
 
 
@@ -75,6 +77,8 @@ def summed_events(trace_dir: str) -> collections.Counter:
 def main(argv):
   del argv
   common.ensure_repo_on_path()
+  from shared import allocator  # pylint: disable=g-import-not-at-top
+  allocator.maybe_reexec(_ALLOCATOR.value)   # profile what launch.py runs
   from shared import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()
   import jax  # pylint: disable=g-import-not-at-top

@@ -132,13 +132,23 @@ def _error_notes(results: list[dict]) -> str:
                  for r in results if "error" in r)
 
 
+def allocator_line(results: dict) -> str:
+  """Which allocator each framework's workers ran under, as they reported it."""
+  seen = {}
+  for rs in results.values():
+    for r in rs:
+      if r.get("allocator") and r.get("framework"):
+        seen.setdefault(r["framework"], r["allocator"])
+  return "allocators: " + (", ".join(f"{fw} {a}" for fw, a in seen.items()) or "-")
+
+
 def unet_ratio(unet: list[dict], variant: str) -> float:
-  """Our train img/s / PyTorch eager's for `variant` at the default size (nan if missing)."""
-  pick = lambda kind, cl: next(
-      (r for r in unet if r.get("kind") == kind and r.get("variant") == variant
-       and r.get("size") == "default" and bool(r.get("channels_last")) == cl
-       and "error" not in r), None)
-  ours, theirs = pick("jax_step", False), pick("torch_step", False)
+  """Our train img/s / PyTorch eager's (default allocator, NCHW) for `variant` at the default
+  size (nan if missing)."""
+  pick = lambda framework: next(
+      (r for r in unet if r.get("framework") == framework and r.get("variant") == variant
+       and r.get("size") == "default" and "error" not in r), None)
+  ours, theirs = pick("jax"), pick("torch")
   if not ours or not theirs:
     return float("nan")
   return ours["images_per_s"] / theirs["images_per_s"]

@@ -2,12 +2,15 @@
 
   python benchmarks/run.py [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
                            [--repeats=N] [--torch_threads=N] [--out=bench.json]
-                           [--set=FIELD=VALUE,...]
+                           [--set=FIELD=VALUE,...] [--allocator=auto] [--notorch_tcmalloc]
 
 Prints one table per section; the last line is `unet_vs_pytorch=R`: our train images/s over
 PyTorch eager's for strconv_ups_dice at the default size (R > 1: ours is faster). Each
 measurement runs in its own subprocess (benchmarks/worker.py), so peak RSS is per model and
-per framework. See benchmarks/README.md for the columns.
+per framework. Our rows run under the allocator launch.py uses (`--allocator`, default auto:
+tcmalloc when installed, shared/allocator.py); PyTorch eager under the system allocator, as
+it runs by default, and once more under tcmalloc (`torch_tcmalloc` rows) so that the share of
+our lead that is the allocator's shows. See benchmarks/README.md for the columns.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from absl import flags
 
 from benchmarks import common
 from benchmarks import report
+from shared import allocator
 from shared import xla_flags
 
 SECTIONS = ("unet", "cvae", "pipeline", "scaling")
@@ -44,6 +48,10 @@ _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads
 _VARIANTS = flags.DEFINE_list("variants", list(ABLATION), "UNet variants to measure")
 _SIZES = flags.DEFINE_list("sizes", ["cpu", "default"], "UNet sizes: cpu (the `cpu` modifier: "
                            "64 px, base 16) and/or default (128 px, base 32)")
+_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", allocator.MODES,
+                               "allocator of our rows, as launch.py --allocator")
+_TORCH_TCMALLOC = flags.DEFINE_bool("torch_tcmalloc", True, "also time PyTorch eager under "
+                                    "tcmalloc (when installed)")
 _OUT = flags.DEFINE_string("out", None, "also write every result as JSON here")
 _SET = flags.DEFINE_list("set", [], "config overrides for every model of ours, FIELD=VALUE, "
                          "e.g. --set=model.conv_impl=xla (the PyTorch rows are unchanged)")
@@ -61,13 +69,18 @@ def _run(spec: dict, env: dict | None = None) -> dict:
   label = " ".join(str(spec.get(k)) for k in ("kind", "model", "variant", "dataset", "size")
                    if spec.get(k))
   print(f"  measuring {label} ...", file=sys.stderr, flush=True)
-  return common.run_worker(spec, env)
+  mode = spec.get("allocator", _ALLOCATOR.value)
+  return common.run_worker(spec, {**allocator.process_env(mode), **(env or {})})
 
 
 def _step_specs(model_spec: dict, steps: int) -> list[dict]:
   base = {**model_spec, "steps": steps, "warmup": _WARMUP.value}
-  torch = {**base, "kind": "torch_step", "torch_threads": _TORCH_THREADS.value}
-  return [{**base, "kind": "jax_step"}, torch, {**torch, "channels_last": True}]
+  torch = {**base, "kind": "torch_step", "torch_threads": _TORCH_THREADS.value,
+           "allocator": "system"}
+  specs = [{**base, "kind": "jax_step"}, torch, {**torch, "channels_last": True}]
+  if _TORCH_TCMALLOC.value and allocator.find_tcmalloc():
+    specs.append({**torch, "allocator": "tcmalloc"})
+  return specs
 
 
 def unet_specs(quick: bool) -> list[dict]:
@@ -154,6 +167,9 @@ def main(argv):
     print("--quick: tiny shapes and 3 steps; a smoke test of the benchmark, not a measurement")
   our_flags = xla_flags.with_defaults(os.environ.get("XLA_FLAGS", ""))
   print(f"XLA_FLAGS of our rows (yours + shared/xla_flags.py defaults): {our_flags}")
+  if _ALLOCATOR.value != "system" and not allocator.find_tcmalloc():
+    print("note: tcmalloc is not installed; every row runs under the system allocator "
+          "(apt-get install libtcmalloc-minimal4; shared/allocator.py)")
 
   if {"unet", "cvae"} & set(_ONLY.value):
     results["matmul"] = [_run({"kind": "matmul", "n": 512 if quick else 2048,
@@ -178,6 +194,7 @@ def main(argv):
     print(report.scaling_table(results["scaling"]))
   if "matmul" in results:
     print(report.matmul_line(results["matmul"][0]))
+  print(report.allocator_line(results))
   ratio = report.unet_ratio(results.get("unet", []), RATIO_VARIANT)
   if _OUT.value:
     with open(_OUT.value, "w") as f:

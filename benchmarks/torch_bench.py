@@ -90,7 +90,10 @@ def measure(spec: dict) -> dict:
   for _ in range(spec.get("warmup", 2)):
     one_step()
   step_s, times = common.median_time(one_step, spec["steps"])
-  result = {"framework": "torch_channels_last" if channels_last else "torch",
+  framework = "torch_channels_last" if channels_last else "torch"
+  if spec.get("allocator") == "tcmalloc":
+    framework += "_tcmalloc"
+  result = {"framework": framework,
             "num_params": torch_models.count_params(model), "batch_size": batch_size,
             "first_call_s": first_call_s, "step_s": step_s, "step_s_all": times,
             "images_per_s": batch_size / step_s, "torch_threads": torch.get_num_threads()}

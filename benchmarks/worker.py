@@ -41,6 +41,9 @@ def main(argv):
     result = jax_bench.matmul_flops(spec["n"], spec["steps"])
   else:
     raise ValueError(f"unknown measurement kind {kind!r}")
+  from shared import allocator  # pylint: disable=g-import-not-at-top
+  if kind != "matmul":
+    result["allocator"] = allocator.describe()
   common.emit(result)
 
 

@@ -55,3 +55,21 @@ def test_step_table_shows_spread_and_failures_only_when_repeated():
   assert row[header.index("step_ms")] == "112.5"
   assert row[header.index("spread")] == "22%"                    # 25 ms / 112.5 ms
   assert "1 of 3 processes failed" in table
+
+
+def test_ratio_is_against_pytorch_eager_under_its_default_allocator():
+  """`unet_vs_pytorch` compares with the plain `torch` row, not channels_last or tcmalloc."""
+  default = {"kind": "torch_step", "model": "unet", "variant": "strconv_ups_dice",
+             "size": "default", "batch_size": 16}
+  rows = [{**default, "kind": "jax_step", "framework": "jax", "images_per_s": 12.0,
+           "allocator": "tcmalloc (TCMALLOC_RELEASE_RATE=0)"},
+          {**default, "framework": "torch_tcmalloc", "images_per_s": 16.0, "allocator": "t"},
+          {**default, "framework": "torch_channels_last", "images_per_s": 15.0},
+          {**default, "framework": "torch", "images_per_s": 10.0,
+           "allocator": "system (glibc malloc)"}]
+  assert report.unet_ratio(rows, "strconv_ups_dice") == pytest.approx(1.2)
+  assert report.allocator_line({"unet": rows}) == (
+      "allocators: jax tcmalloc (TCMALLOC_RELEASE_RATE=0), torch_tcmalloc t, "
+      "torch system (glibc malloc)")
+  assert report.unet_ratio(rows[:2], "strconv_ups_dice") != report.unet_ratio(
+      rows[:2], "strconv_ups_dice")                       # nan without a plain torch row

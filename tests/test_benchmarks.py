@@ -26,6 +26,7 @@ from configs import unet as unet_configs  # pylint: disable=g-import-not-at-top
 from cvae import input_pipeline as cvae_input  # pylint: disable=g-import-not-at-top
 from cvae import losses as cvae_losses  # pylint: disable=g-import-not-at-top
 from cvae import models as cvae_models  # pylint: disable=g-import-not-at-top
+from shared import allocator  # pylint: disable=g-import-not-at-top
 from shared import train  # pylint: disable=g-import-not-at-top
 from unet import models as unet_models  # pylint: disable=g-import-not-at-top
 
@@ -96,7 +97,12 @@ def test_quick_run_prints_table_and_ratio_line():
   assert re.fullmatch(r"unet_vs_pytorch=\d+\.\d+", lines[-1]), proc.stdout
   table = proc.stdout
   assert "== unet" in table
-  for fw in ("jax", "torch", "torch_channels_last"):
+  frameworks = ["jax", "torch", "torch_channels_last"]
+  if allocator.find_tcmalloc():   # ours under tcmalloc, as launch.py; PyTorch once more under it
+    frameworks.append("torch_tcmalloc")
+    assert re.search(r"^allocators: jax tcmalloc .*, torch system .*torch_tcmalloc tcmalloc",
+                     table, re.M), table
+  for fw in frameworks:
     assert re.search(rf"strconv_ups_dice\s+default\s+{fw}\s+\d+\s", table), table
   assert "error" not in table, table
 
