@@ -33,6 +33,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
+from shared import allocator  # pylint: disable=g-import-not-at-top
 
 
 def parse_arm(text: str) -> tuple[str, dict, dict]:
@@ -118,14 +119,13 @@ def _define_flags():
       steps=flags.DEFINE_integer("steps", 5, "timed steps per arm per round"),
       rounds=flags.DEFINE_integer("rounds", 6, "rounds (every arm once per round)"),
       set=flags.DEFINE_list("set", [], "config overrides applied to every arm, FIELD=VALUE"),
-      allocator=flags.DEFINE_enum("allocator", "auto", ["auto", "tcmalloc", "system"],
+      allocator=flags.DEFINE_enum("allocator", "auto", allocator.MODES,
                                   "as launch.py --allocator (shared/allocator.py)"))
 
 
 def main(argv, flag):
   del argv
   common.ensure_repo_on_path()
-  from shared import allocator  # pylint: disable=g-import-not-at-top
   allocator.maybe_reexec(flag["allocator"].value)   # time what launch.py runs
   from shared import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()

@@ -32,6 +32,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
+from shared import allocator  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family")
 _VARIANT = flags.DEFINE_string("variant", "strconv_ups_dice", "UNet variant")
@@ -42,7 +43,7 @@ _TOP = flags.DEFINE_integer("top", 25, "ops printed")
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "where the trace goes (default: a temp dir)")
 _GROUP = flags.DEFINE_integer("group_depth", 3, "second table: op time summed by the first N "
                                  "components of op_name after jit(...)/ (0: no second table)")
-_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", ["auto", "tcmalloc", "system"],
+_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", allocator.MODES,
                                "as launch.py --allocator (shared/allocator.py)")
 _SET = flags.DEFINE_list("set", [], "config overrides FIELD=VALUE, as benchmarks/run.py --set")
 
@@ -77,7 +78,6 @@ def summed_events(trace_dir: str) -> collections.Counter:
 def main(argv):
   del argv
   common.ensure_repo_on_path()
-  from shared import allocator  # pylint: disable=g-import-not-at-top
   allocator.maybe_reexec(_ALLOCATOR.value)   # profile what launch.py runs
   from shared import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()

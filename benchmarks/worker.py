@@ -42,8 +42,7 @@ def main(argv):
   else:
     raise ValueError(f"unknown measurement kind {kind!r}")
   from shared import allocator  # pylint: disable=g-import-not-at-top
-  if kind != "matmul":
-    result["allocator"] = allocator.describe()
+  result["allocator"] = allocator.describe()
   common.emit(result)
 
 
