@@ -7,7 +7,8 @@ So every train step page-faults and zeroes its whole working set again: 32,000 m
 `TCMALLOC_RELEASE_RATE=0` keeps freed pages for the next step: under 100 faults per step, and
 the step 16-35% faster at the `cpu` size, 8-19% at the default size (benchmarks/README.md,
 "Tried, and kept"). glibc's own knobs do not reach those arenas (`MALLOC_MMAP_MAX_=0` is
-ignored there; `MALLOC_ARENA_MAX=1` made the step slower through lock contention).
+ignored there; `MALLOC_ARENA_MAX=1` made the step slower, 199 ms against 123-155, likely
+from XLA's threads sharing one arena lock).
 
 An allocator has to be loaded before the process starts, so `maybe_reexec` restarts the
 interpreter once, with the same command line, under `LD_PRELOAD`; launch.py calls it first.
