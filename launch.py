@@ -41,10 +41,11 @@ from shared import xla_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant,modifiers].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.")
-_ALLOCATOR = flags.DEFINE_enum("allocator", "auto", allocator.MODES,
-                               "auto: restart under tcmalloc when it is installed (faster CPU "
-                               "steps, see shared/allocator.py); tcmalloc: require it; system: "
-                               "glibc malloc.")
+# Read from argv by the restart above, before absl runs; defined here so that absl validates
+# the value and lists it in --help.
+flags.DEFINE_enum("allocator", "auto", allocator.MODES,
+                  "auto: restart under tcmalloc when it is installed (faster CPU steps, see "
+                  "shared/allocator.py); tcmalloc: require it; system: glibc malloc.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
