@@ -49,8 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule = "warmup_cosine"  # warmup_cosine | constant
   config.optimizer.warmup_epochs = 1.0
   config.optimizer.end_lr_fraction = 0.01
-  config.optimizer.weight_decay = 0.0
+  config.optimizer.weight_decay = 0.0   # adamw: decoupled; sgd: L2 added to the gradient
   config.optimizer.momentum = 0.9       # sgd only
+  config.optimizer.nesterov = False     # sgd only: Nesterov momentum
   config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
 
   config.eval = ml_collections.ConfigDict()

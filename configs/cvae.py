@@ -39,9 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # adherence 0.94 (0.99 decoder-only) at 94.2 nats (batch 128; 92.7 at batch 64); `decoder` +
   # critic 0.96 at 95.9. Without the critic `both` is the worst design (README, CVAE results).
   config.model.label_input = "both"
-  config.model.latent_dim = 16 if mnist else 64
-  config.model.features = (32, 64) if mnist else (32, 64, 128)
-  config.model.hidden = 256 if mnist else 512
+  # conv: strided convs, a Dense layer and a latent vector (MNIST); resnet: residual blocks and
+  # a latent map that keeps the input's layout and colours (CIFAR-10; cvae/resnet.py).
+  config.model.arch = "conv" if mnist else "resnet"
+  config.model.latent_dim = 16           # conv only: size of the latent vector
+  config.model.features = (32, 64) if mnist else (64, 128)   # widths per level (halving)
+  config.model.hidden = 256              # conv only: the Dense layer
+  config.model.blocks = 1                # resnet only: residual blocks per level
+  config.model.latent_channels = 16      # resnet only: channels of the (8, 8) latent map
   config.model.embed_dim = 16
   config.model.latent_classifier_hidden = 0   # > 0 adds the latent class head (adversary below)
   # The label critic (a small CNN inside the model, trained on real images): its frozen
@@ -51,14 +56,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.conv_impl = "auto"   # shared/layers.py (CPU: transposed convs as ordinary convs)
 
   config.loss = ml_collections.ConfigDict()
-  # Bernoulli on [0, 1] intensities for MNIST; discretised logistic on 8-bit values for CIFAR-10.
-  config.loss.likelihood = "bernoulli" if mnist else "discretized_logistic"
+  # Bernoulli on [0, 1] intensities for MNIST; for CIFAR-10 a discretised logistic on 8-bit
+  # values with PixelCNN++'s in-pixel RGB coupling (cvae/losses.py).
+  config.loss.likelihood = "bernoulli" if mnist else "discretized_logistic_rgb"
   config.loss.beta = 1.0
   config.loss.kl_warmup_steps = 0      # beta ramps linearly from 0 over this many steps
   # Weight of the critic's cross-entropy on images decoded with a random wrong label (0 = off).
   # Scaled to the likelihood: an MNIST image costs ~100 nats, a CIFAR-10 one ~15000, and at
   # weight 1 the CIFAR-10 decoder ignored the term (adherence 0.09, as without it).
   config.loss.critic_weight = 1.0 if mnist else 100.0
+  # Share of each batch that also gets the wrong-label decode (it costs a second encode and
+  # decode per example).
+  config.loss.critic_batch_fraction = 1.0
   # Fraction of training examples whose label is replaced by a random wrong one, and where the
   # wrong label goes: `both` (everywhere the model takes a label) or `encoder` (the decoder keeps
   # the true label). Default 0: wrong pairs whose target is still the true image teach the model

@@ -1,8 +1,8 @@
 """Loads the judge classifier from its run's workdir for the CVAE eval.
 
 The classifier run's `config.json` (written by the shared loop) rebuilds the model and proves
-which dataset it was trained on; its latest orbax checkpoint gives the parameters. Only
-`params` are restored (the optimizer state is not needed).
+which dataset it was trained on; its latest orbax checkpoint gives the parameters and model
+state (batch-norm statistics); the optimizer state is not restored.
 """
 
 from __future__ import annotations
@@ -56,12 +56,17 @@ def load_classifier(workdir: str, dataset: str):
   num_classes = len(input_pipeline.CLASS_NAMES[dataset])
   model = models.classifier_from_config(cfg.model, num_classes)
   shape = (1,) + input_pipeline.IMAGE_SHAPES[dataset]
-  template = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros(shape, np.float32)))
+  template = dict(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), np.zeros(shape, np.float32))))
+  # The train state keeps "params" and, beside it, "model_state" (e.g. batch-norm statistics).
+  abstract = {"params": template.pop("params")}
+  if template:
+    abstract["model_state"] = template
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, template["params"])}
   restored = manager.restore(step, args=ocp.args.PyTreeRestore(
       item=abstract,
       restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), abstract),
       partial_restore=True))
   manager.close()
-  return model, {"params": restored["params"]}
+  return model, {"params": restored["params"], **restored.get("model_state", {})}

@@ -1,7 +1,9 @@
-"""The judge: a small CNN classifier on MNIST or CIFAR-10, trained by the shared loop.
+"""The judge: a CNN classifier on MNIST or CIFAR-10, trained by the shared loop.
 
 Its test accuracy goes in its own eval.json; the CVAE's eval loads its latest checkpoint (see
 `classifier_loader.py`) to measure whether decoded images look like the label they were given.
+Training augments with random translations (`augment.translate`, on device) and mirror flips
+(`augment.flip`, by the data package) and smooths the labels (`loss.label_smoothing`).
 """
 
 from __future__ import annotations
@@ -13,26 +15,46 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cvae import augment
 from cvae import input_pipeline
 from cvae import models
 from cvae import pictures
+from shared.errors import ConfigError
 from shared.task import Task
 
 
-def build_task(config) -> Task:
+def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
+  if config.model.get("arch", "cnn") not in models.CLASSIFIER_ARCHS:
+    raise ConfigError(f"model.arch={config.model.arch!r}; allowed: {models.CLASSIFIER_ARCHS}")
+  if not 0.0 <= config.loss.label_smoothing < 1.0:
+    raise ConfigError(f"loss.label_smoothing={config.loss.label_smoothing}; must be in [0, 1)")
+  if config.augment.translate < 0:
+    raise ConfigError(f"augment.translate={config.augment.translate}; must be >= 0 pixels")
+
+
+def build_task(config) -> Task:
+  check_config(config)
   names = input_pipeline.CLASS_NAMES[config.data.name]
   num_classes = len(names)
   model = models.classifier_from_config(config.model, num_classes)
+  smoothing = float(config.loss.label_smoothing)
+  max_shift = int(config.augment.translate)
 
   def init(rng, batch):
     return model.init({"params": rng}, batch["image"], train=False)
 
   def loss(params, model_state, batch, rng):
-    logits = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    k_shift, k_dropout = jax.random.split(rng)
+    images = augment.random_translate(k_shift, batch["image"], max_shift)
+    mutable = list(model_state.keys())
+    out = model.apply({"params": params, **model_state}, images, train=True,
+                      rngs={"dropout": k_dropout}, mutable=mutable or False)
+    logits, new_state = out if mutable else (out, model_state)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), smoothing)
+    ce = optax.softmax_cross_entropy(logits, targets)
     acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return ce.mean(), ({"accuracy": acc}, model_state)
+    return ce.mean(), ({"accuracy": acc}, new_state)
 
   def eval_sums(variables, batch):
     logits = model.apply(variables, batch["image"], train=False)
@@ -58,5 +80,6 @@ def build_task(config) -> Task:
                             title="test images: true -> predicted")
 
   return Task(load_data=input_pipeline.load_data, init=init, loss=loss, eval_sums=eval_sums,
-              summarize=summarize, write_pictures=write_pictures, flip_keys=(),
+              summarize=summarize, write_pictures=write_pictures,
+              flip_keys=("image",) if config.augment.flip else (),
               image_keys=("image",), curve_metrics=("accuracy",))

@@ -3,9 +3,16 @@
 Likelihoods:
   bernoulli               MNIST: pixel intensities in [0, 1] as Bernoulli means (binary cross
                           entropy with soft targets, as the usual PyTorch reference does).
-  discretized_logistic    CIFAR-10: each 8-bit value is a bin of a logistic with per-pixel mean
-                          and log-scale (PixelCNN++ without the mixture), so the negative ELBO is
-                          a real code length and bits/dim are comparable to the literature.
+  discretized_logistic    each 8-bit value is a bin of a logistic with per-pixel mean and
+                          log-scale (PixelCNN++ without the mixture), so the negative ELBO is a
+                          real code length and bits/dim are comparable to the literature.
+  discretized_logistic_rgb
+                          CIFAR-10: the same, but the green and blue means also depend linearly
+                          on the pixel's red (and green) value, with per-pixel coefficients, as
+                          in PixelCNN++. R, G and B errors of a blurry decode are strongly
+                          correlated (mostly brightness), and independent channels pay for that
+                          error three times; coupled ones pay for it about once. Still an exact
+                          likelihood computed in one pass (the coupling is within a pixel).
 """
 
 from __future__ import annotations
@@ -14,14 +21,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-LIKELIHOODS = ("bernoulli", "discretized_logistic")
+LIKELIHOODS = ("bernoulli", "discretized_logistic", "discretized_logistic_rgb")
 # Channels the decoder outputs per image channel.
-OUTPUTS_PER_CHANNEL = {"bernoulli": 1, "discretized_logistic": 2}
+OUTPUTS_PER_CHANNEL = {"bernoulli": 1, "discretized_logistic": 2, "discretized_logistic_rgb": 3}
 
 
 def gaussian_kl(mean, logvar):
-  """KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent axis: (B, D) -> (B,)."""
-  return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
+  """KL(N(mean, exp(logvar)) || N(0, I)) summed over every latent axis: (B, ...) -> (B,)."""
+  per_dim = jnp.exp(logvar) + mean**2 - 1.0 - logvar
+  return 0.5 * jnp.sum(per_dim.reshape(per_dim.shape[0], -1), axis=-1)
 
 
 def bernoulli_nll(logits, x):
@@ -53,24 +61,36 @@ def discretized_logistic_nll(mean, log_scale, x):
 
 
 # A fresh decoder outputs ~0; as a log-scale that is a logistic as wide as the whole [-1, 1]
-# range (~9 bits per value). Shifting it makes the untrained scale e^-3 ~ 6 intensity levels.
-# Measured on CIFAR-10 at the cpu budget it changed nothing (7.047 -> 7.046 bits/dim): the
-# limit there is the blurry mean of a briefly trained VAE, not the initial scale.
+# range (~9 bits per value). The shift makes the untrained scale e^-3, about 6 intensity levels.
 LOG_SCALE_OFFSET = -3.0
 
 
 def split_outputs(likelihood: str, out):
-  """Decoder output -> likelihood parameters.
+  """Decoder output -> likelihood parameters: (logits,), (mean, log_scale) or, for the RGB
+  coupling, (mean, log_scale, coeffs) with coeffs = tanh'd (G|R, B|R, B|G).
 
-  One `lax.split`, not two slices: its gradient is one concatenate, where two slices' would be
-  two full-width pads summed, which XLA:CPU fused with the whole likelihood gradient (its
-  costliest op, 10 ms; the CIFAR-10 step 161 -> 154 ms in one process, benchmarks/README.md).
+  One `lax.split`, not several slices: its gradient is one concatenate, where slices' would be
+  full-width pads summed, which XLA:CPU fused with the whole likelihood gradient (its costliest
+  op, 10 ms; the CIFAR-10 step 161 -> 154 ms in one process, benchmarks/README.md).
   """
   if likelihood == "bernoulli":
     return (out,)
-  c = out.shape[-1] // 2
-  mean, log_scale = lax.split(out, [c, c], axis=out.ndim - 1)
-  return mean, log_scale + LOG_SCALE_OFFSET
+  parts = OUTPUTS_PER_CHANNEL[likelihood]
+  c = out.shape[-1] // parts
+  split = lax.split(out, [c] * parts, axis=out.ndim - 1)
+  mean, log_scale = split[0], split[1] + LOG_SCALE_OFFSET
+  if likelihood == "discretized_logistic":
+    return mean, log_scale
+  return mean, log_scale, jnp.tanh(split[2])
+
+
+def _coupled_means(mean, coeffs, values):
+  """PixelCNN++'s in-pixel coupling: R's mean as given, G's plus a*R, B's plus b*R + c*G, where
+  R, G are `values` (the data when scoring it; the decoded means when drawing the image)."""
+  r, g, b = jnp.split(mean, 3, axis=-1)
+  a_gr, a_br, a_bg = jnp.split(coeffs, 3, axis=-1)
+  vr, vg, _ = jnp.split(values, 3, axis=-1)
+  return jnp.concatenate([r, g + a_gr * vr, b + a_br * vr + a_bg * vg], axis=-1)
 
 
 def reconstruction_nll(likelihood: str, out, x):
@@ -78,16 +98,27 @@ def reconstruction_nll(likelihood: str, out, x):
     return bernoulli_nll(out, x)
   if likelihood == "discretized_logistic":
     return discretized_logistic_nll(*split_outputs(likelihood, out), x)
+  if likelihood == "discretized_logistic_rgb":
+    mean, log_scale, coeffs = split_outputs(likelihood, out)
+    return discretized_logistic_nll(_coupled_means(mean, coeffs, 2.0 * x - 1.0), log_scale, x)
   raise ValueError(f"loss.likelihood={likelihood!r}; allowed: {LIKELIHOODS}")
 
 
 def decoded_image(likelihood: str, out):
   """The image a decoder output stands for (its mean), in [0, 1]: what pictures and the
-  classifier see."""
+  classifier see. With the RGB coupling, R's mean feeds G's and both feed B's."""
   if likelihood == "bernoulli":
     return jax.nn.sigmoid(out)
-  mean, _ = split_outputs(likelihood, out)
-  return jnp.clip((mean + 1.0) / 2.0, 0.0, 1.0)
+  to_unit = lambda m: jnp.clip((m + 1.0) / 2.0, 0.0, 1.0)
+  if likelihood == "discretized_logistic":
+    return to_unit(split_outputs(likelihood, out)[0])
+  mean, _, coeffs = split_outputs(likelihood, out)
+  m_r, m_g, m_b = jnp.split(mean, 3, axis=-1)
+  a_gr, a_br, a_bg = jnp.split(coeffs, 3, axis=-1)
+  r = jnp.clip(m_r, -1.0, 1.0)
+  g = jnp.clip(m_g + a_gr * r, -1.0, 1.0)
+  b = jnp.clip(m_b + a_br * r + a_bg * g, -1.0, 1.0)
+  return to_unit(jnp.concatenate([r, g, b], axis=-1))
 
 
 def latent_confusion(logits_fixed_head):

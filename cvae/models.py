@@ -16,9 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvae import resnet
 from shared import layers
 
 LABEL_INPUTS = ("encoder", "decoder", "both")
+ARCHS = ("conv", "resnet")
 
 
 def uses_encoder_label(label_input: str) -> bool:
@@ -37,6 +39,16 @@ class LabelEmbed(nn.Module):
   @nn.compact
   def __call__(self, labels):
     return nn.Dense(self.dim, name="embed")(jax.nn.one_hot(labels, self.num_classes))
+
+
+def _with_label_map(x, labels, num_classes: int, embed_dim: int):
+  """x with the label as an extra channel: embedding (`label`) -> ReLU -> Dense to H*W
+  (`label_map`). Called inside an encoder's compact `__call__`, so the layers are the
+  encoder's."""
+  b, height, width, _ = x.shape
+  e = nn.relu(LabelEmbed(num_classes, embed_dim, name="label")(labels))
+  label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
+  return jnp.concatenate([x, label_map], axis=-1)
 
 
 def sample_z(mean, logvar, rng):
@@ -66,10 +78,7 @@ class Encoder(nn.Module):
   def __call__(self, x, labels):
     h = x
     if self.use_label:
-      b, height, width, _ = x.shape
-      e = nn.relu(LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels))
-      label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
-      h = jnp.concatenate([x, label_map], axis=-1)
+      h = _with_label_map(x, labels, self.num_classes, self.embed_dim)
     h = _strided_trunk(h, self.features, self.hidden, self.conv_impl)
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     logvar = nn.Dense(self.latent_dim, name="logvar")(h)
@@ -106,6 +115,41 @@ class Decoder(nn.Module):
                                 name="out")(h)
 
 
+class ResEncoder(nn.Module):
+  """`resnet.ResNetEncoder` with the label as an extra input channel (when `use_label`)."""
+  latent_channels: int
+  features: Sequence[int]
+  blocks: int
+  num_classes: int
+  embed_dim: int
+  use_label: bool
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, labels):
+    h = _with_label_map(x, labels, self.num_classes, self.embed_dim) if self.use_label else x
+    return resnet.ResNetEncoder(self.latent_channels, self.features, self.blocks,
+                                self.conv_impl, name="trunk")(h)
+
+
+class ResDecoder(nn.Module):
+  """`resnet.ResNetDecoder`, its blocks conditioned on the label embedding (when `use_label`)."""
+  out_channels: int
+  features: Sequence[int]
+  blocks: int
+  num_classes: int
+  embed_dim: int
+  use_label: bool
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, z, labels):
+    cond = (LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels)
+            if self.use_label else None)
+    return resnet.ResNetDecoder(self.out_channels, self.features, self.blocks, self.conv_impl,
+                                name="trunk")(z, cond)
+
+
 class Critic(nn.Module):
   """The label critic: stride-2 4x4 convs (the encoder's shape, a quarter of the cost of the
   judge's conv-conv-pool blocks) and an MLP head; class logits."""
@@ -121,12 +165,20 @@ class Critic(nn.Module):
 
 
 class CVAE(nn.Module):
-  """`__call__` runs encode -> sample -> decode; `encode` / `decode` are used alone in eval."""
+  """`__call__` runs encode -> sample -> decode; `encode` / `decode` are used alone in eval.
+
+  `arch`: "conv" (strided convs, a Dense hidden layer, a latent vector of `latent_dim`) or
+  "resnet" (residual blocks, `blocks` per level, and a latent map of `latent_channels` at
+  1/2^len(features) of the image size; cvae/resnet.py).
+  """
   image_shape: Sequence[int]
   out_channels: int
   latent_dim: int = 16
   features: Sequence[int] = (32, 64)
   hidden: int = 256
+  arch: str = "conv"
+  blocks: int = 1
+  latent_channels: int = 8
   num_classes: int = 10
   embed_dim: int = 16
   label_input: str = "both"
@@ -143,11 +195,20 @@ class CVAE(nn.Module):
   def setup(self):
     if self.label_input not in LABEL_INPUTS:
       raise ValueError(f"model.label_input={self.label_input!r}; allowed: {LABEL_INPUTS}")
-    self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
-                           self.embed_dim, uses_encoder_label(self.label_input), self.conv_impl)
-    self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
-                           self.num_classes, self.embed_dim, uses_decoder_label(self.label_input),
-                           self.conv_impl)
+    enc_label, dec_label = (uses_encoder_label(self.label_input),
+                            uses_decoder_label(self.label_input))
+    if self.arch == "resnet":
+      self.encoder = ResEncoder(self.latent_channels, self.features, self.blocks,
+                                self.num_classes, self.embed_dim, enc_label, self.conv_impl)
+      self.decoder = ResDecoder(self.out_channels, self.features, self.blocks, self.num_classes,
+                                self.embed_dim, dec_label, self.conv_impl)
+    elif self.arch == "conv":
+      self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
+                             self.embed_dim, enc_label, self.conv_impl)
+      self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
+                             self.num_classes, self.embed_dim, dec_label, self.conv_impl)
+    else:
+      raise ValueError(f"model.arch={self.arch!r}; allowed: {ARCHS}")
     if self.latent_classifier_hidden:
       self.latent_hidden = nn.Dense(self.latent_classifier_hidden)
       self.latent_logits = nn.Dense(self.num_classes)
@@ -162,7 +223,7 @@ class CVAE(nn.Module):
     return self.decoder(z, labels)
 
   def classify_latent(self, z):
-    return self.latent_logits(nn.relu(self.latent_hidden(z)))
+    return self.latent_logits(nn.relu(self.latent_hidden(z.reshape(z.shape[0], -1))))
 
   def criticize(self, images):
     """Class logits of the label critic for images in [0, 1]."""
@@ -190,6 +251,8 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
   return CVAE(image_shape=tuple(image_shape), out_channels=out_channels,
               latent_dim=model_cfg.latent_dim, features=tuple(model_cfg.features),
               hidden=model_cfg.hidden, num_classes=num_classes, embed_dim=model_cfg.embed_dim,
+              arch=model_cfg.get("arch", "conv"), blocks=model_cfg.get("blocks", 1),
+              latent_channels=model_cfg.get("latent_channels", 8),
               label_input=model_cfg.label_input,
               latent_classifier_hidden=model_cfg.get("latent_classifier_hidden", 0),
               critic_features=tuple(model_cfg.get("critic_features", ())),
@@ -217,7 +280,52 @@ class Classifier(nn.Module):
     return nn.Dense(self.num_classes, name="logits")(h)
 
 
-def classifier_from_config(model_cfg, num_classes: int) -> Classifier:
+def _bn(train: bool, name: str):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class ResNetClassifier(nn.Module):
+  """A small residual CNN in the style of the fast CIFAR-10 trainers (ResNet-9, airbench).
+
+  A 3x3 stem, then per stage: conv3x3 -> 2x2 max-pool -> BN -> ReLU, and a residual branch
+  conv3x3 -> BN -> ReLU added back; global max-pool, a linear head scaled by 1/8 (calm initial
+  logits, as in those recipes). Widths `features` = (stem, stage 1, stage 2, ...). With
+  `flip_tta`, eval logits average the image and its mirror (the judge's test-time view).
+  """
+  num_classes: int = 10
+  features: Sequence[int] = (24, 48, 192, 192)
+  flip_tta: bool = True
+  conv_impl: str = "auto"
+
+  def _logits(self, x, train: bool):
+    conv = lambda f, name: layers.Conv(f, (3, 3), use_bias=False, impl=self.conv_impl, name=name)
+    h = nn.relu(_bn(train, "stem_bn")(conv(self.features[0], "stem")(x)))
+    for i, f in enumerate(self.features[1:]):
+      h = layers.max_pool_2x2(conv(f, f"stage{i}_conv")(h))
+      h = nn.relu(_bn(train, f"stage{i}_bn")(h))
+      h = h + nn.relu(_bn(train, f"stage{i}_res_bn")(conv(f, f"stage{i}_res_conv")(h)))
+    h = jnp.max(h, axis=(1, 2))
+    return nn.Dense(self.num_classes, use_bias=False, name="logits")(h) * 0.125
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if train or not self.flip_tta:
+      return self._logits(x, train)
+    both = self._logits(jnp.concatenate([x, x[:, :, ::-1]], axis=0), train)
+    return 0.5 * (both[:x.shape[0]] + both[x.shape[0]:])
+
+
+CLASSIFIER_ARCHS = ("cnn", "resnet")
+
+
+def classifier_from_config(model_cfg, num_classes: int) -> nn.Module:
+  arch = model_cfg.get("arch", "cnn")
+  if arch == "resnet":
+    return ResNetClassifier(num_classes=num_classes, features=tuple(model_cfg.features),
+                            flip_tta=model_cfg.get("flip_tta", True),
+                            conv_impl=model_cfg.get("conv_impl", "auto"))
+  if arch != "cnn":
+    raise ValueError(f"model.arch={arch!r}; allowed: {CLASSIFIER_ARCHS}")
   return Classifier(num_classes=num_classes, features=tuple(model_cfg.features),
                     hidden=model_cfg.hidden, dropout_rate=model_cfg.dropout_rate,
                     conv_impl=model_cfg.get("conv_impl", "auto"))

@@ -1,0 +1,143 @@
+"""The judge classifiers and their training pieces: the residual net's shapes and flip
+test-time view, the random translation, SGD with Nesterov momentum and L2, label smoothing,
+and the loader restoring batch-norm statistics from a real (tiny) run."""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from tests.conftest import TFDS_DIR  # pylint: disable=unused-import  (sys.path)
+
+from configs import classifier as classifier_configs
+from cvae import augment
+from cvae import classifier_loader
+from cvae import classifier_task
+from cvae import models
+from shared import optim
+
+
+def _tiny_resnet():
+  return models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8))
+
+
+def test_resnet_judge_shapes_params_and_state():
+  model = _tiny_resnet()
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  assert model.apply(variables, x).shape == (2, 10)
+  # stem 3*3*3*4; per stage conv (3*3*in*out) + residual conv (3*3*out*out); head 8*10, no
+  # biases; every BN has a scale and a bias per channel, and keeps a mean and a variance.
+  convs = 27 * 4 + (9 * 4 * 8 + 9 * 64) + 2 * (9 * 64 + 9 * 64)
+  bn = 2 * (4 + 3 * (8 + 8))
+  count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+  assert count == convs + bn + 8 * 10
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["batch_stats"])) == bn
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+  model = _tiny_resnet()
+  x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  plain = models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8), flip_tta=False)
+  tta = model.apply(variables, x)
+  expected = 0.5 * (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1]))
+  np.testing.assert_allclose(tta, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(model.apply(variables, x[:, :, ::-1]), tta, rtol=1e-5, atol=1e-6)
+
+
+def test_random_translate_is_a_crop_of_the_reflect_padded_image():
+  images = jnp.arange(2 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 1)
+  out = augment.random_translate(jax.random.key(3), images, 2)
+  assert out.shape == images.shape
+  padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+  for i in range(2):
+    crops = [padded[i, r:r + 5, c:c + 5] for r in range(5) for c in range(5)]
+    assert any(np.array_equal(np.asarray(out[i]), c) for c in crops)
+  np.testing.assert_array_equal(augment.random_translate(jax.random.key(3), images, 0), images)
+  # Over many draws every one of the 5 x 5 offsets appears.
+  many = augment.random_translate(jax.random.key(4), jnp.repeat(images[:1], 400, 0), 2)
+  assert len({np.asarray(m).tobytes() for m in many}) == 25
+
+
+def test_sgd_nesterov_with_l2_one_step_by_hand():
+  cfg = ml_collections.ConfigDict({
+      "name": "sgd", "learning_rate": 0.1, "schedule": "constant", "warmup_epochs": 0.0,
+      "end_lr_fraction": 0.0, "weight_decay": 0.5, "momentum": 0.9, "nesterov": True,
+      "grad_clip_norm": 0.0})
+  tx, _ = optim.make_optimizer(cfg, 10, 100)
+  w = jnp.array([2.0])
+  state = tx.init(w)
+  g = jnp.array([1.0])
+  # g' = g + wd * w = 2; momentum buffer m = g' = 2; Nesterov step = g' + 0.9 m = 3.8.
+  updates, state = tx.update(g, state, w)
+  np.testing.assert_allclose(updates, [-0.1 * 3.8], rtol=1e-6)
+  w = w + updates                                    # 1.62
+  updates, _ = tx.update(g, state, w)
+  g2 = 1.0 + 0.5 * 1.62                              # 1.81; m = 1.81 + 0.9 * 2 = 3.61
+  np.testing.assert_allclose(updates, [-0.1 * (g2 + 0.9 * 3.61)], rtol=1e-5)
+
+
+def test_label_smoothing_loss_by_hand():
+  config = classifier_configs.get_config("cifar10")
+  config.model.features = (4, 8, 8, 8)
+  config.augment.translate = 0
+  task = classifier_task.build_task(config)
+  batch = {"image": jnp.zeros((2, 32, 32, 3)), "label": jnp.array([0, 3])}
+  variables = task.init(jax.random.key(0), batch)
+  params = variables.pop("params")
+  loss, (_, new_state) = task.loss(params, variables, batch, jax.random.key(1))
+  logits, _ = task_logits(config, params, variables, batch)
+  logp = jax.nn.log_softmax(logits)
+  # Smoothing 0.2 over 10 classes: 0.82 on the true class, 0.02 on each other one.
+  target = np.full((2, 10), 0.02)
+  target[0, 0] = target[1, 3] = 0.82
+  np.testing.assert_allclose(loss, -np.mean(np.sum(target * logp, -1)), rtol=1e-5)
+  # Batch statistics moved (training mode).
+  before, after = jax.tree.leaves(variables), jax.tree.leaves(new_state)
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def task_logits(config, params, state, batch):
+  model = models.classifier_from_config(config.model, 10)
+  return model.apply({"params": params, **state}, batch["image"], train=True,
+                     mutable=["batch_stats"])
+
+
+def test_bad_judge_fields_are_named():
+  config = classifier_configs.get_config("cifar10")
+  for field, value in (("model.arch", "vit"), ("loss.label_smoothing", 1.0),
+                       ("augment.translate", -1)):
+    bad = classifier_configs.get_config("cifar10")
+    group, name = field.split(".")
+    bad[group][name] = value
+    with pytest.raises(ValueError, match=field):
+      classifier_task.check_config(bad)
+  classifier_task.check_config(config)
+
+
+def test_loader_restores_batch_norm_statistics(tmp_path):
+  if not os.path.isdir(os.path.join(TFDS_DIR, "cifar10")):
+    pytest.skip(f"prepared cifar10 not found in {TFDS_DIR} (set TFDS_DATA_DIR)")
+  from shared import train  # pylint: disable=g-import-not-at-top
+  config = classifier_configs.get_config("cifar10,cpu")
+  config.data.data_dir, config.data.download = TFDS_DIR, False
+  config.data.limit_train, config.data.limit_eval = 64, 40
+  config.model.features = (4, 8, 8, 8)
+  config.train.batch_size, config.train.num_epochs = 32, 1
+  config.eval.batch_size = 20
+  result = train.train_and_evaluate(config, str(tmp_path))
+  model, variables = classifier_loader.load_classifier(str(tmp_path), "cifar10")
+  assert set(variables) == {"params", "batch_stats"}
+  stats = jax.tree.leaves(variables["batch_stats"])
+  assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0) for s in stats)  # trained
+  # The loaded judge gives the run's own test accuracy.
+  from cvae import input_pipeline  # pylint: disable=g-import-not-at-top
+  _, eval_store = input_pipeline.load_data(config)
+  batch = eval_store.get(np.arange(len(eval_store)))
+  pred = np.argmax(model.apply(variables, batch["image"].astype(np.float32) / 255), -1)
+  assert math.isclose(float(np.mean(pred == batch["label"])), result["accuracy"], abs_tol=1e-6)
