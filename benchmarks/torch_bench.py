@@ -45,8 +45,10 @@ def _model_and_loss(config):
       total = total + torch_models.latent_adversary_loss(m.latent_head, mean, y_true,
                                                          adv_weight)
     if critic_weight:
-      total = total + torch_models.critic_loss(m, likelihood, batch["image"], y_true, mean,
-                                               logvar, critic_weight)
+      total = total + torch_models.critic_loss(
+          m, likelihood, batch["image"], y_true, mean, logvar, critic_weight,
+          config.loss.get("critic_batch_fraction", 1.0), config.loss.get("critic_translate", 0),
+          config.loss.get("critic_flip", False))
     return total
   return model, loss
 

@@ -210,20 +210,111 @@ class Critic(nn.Module):
     return self.logits(F.relu(self.hidden(x.flatten(1))))
 
 
+class _ResBlock(nn.Module):
+  """cvae.resnet.ResBlock: x + conv3x3(relu(conv3x3(relu(film(x))))), the second conv and the
+  FiLM layer zero-initialised."""
+
+  def __init__(self, features: int, cond_dim: int = 0):
+    super().__init__()
+    self.film = nn.Linear(cond_dim, 2 * features) if cond_dim else None
+    self.conv0 = nn.Conv2d(features, features, 3, padding=1)
+    self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+    for layer in (self.film, self.conv1):
+      if layer is not None:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+  def forward(self, x, cond=None):
+    h = x
+    if self.film is not None:
+      scale, shift = self.film(cond)[:, :, None, None].chunk(2, dim=1)
+      h = h * (1.0 + scale) + shift
+    return x + self.conv1(F.relu(self.conv0(F.relu(h))))
+
+
+class ResEncoder(nn.Module):
+  """cvae.models.ResEncoder: label map channel, 4x4 stride-2 convs with residual blocks, a 1x1
+  conv to the latent map's mean and log-variance."""
+
+  def __init__(self, image_shape, latent_channels, features, blocks, num_classes, embed_dim,
+               use_label):
+    super().__init__()
+    h, w, c = image_shape
+    self.use_label = use_label
+    if use_label:
+      self.label = _LabelEmbed(num_classes, embed_dim)
+      self.label_map = nn.Linear(embed_dim, h * w)
+      c += 1
+    self.downs, self.blocks = nn.ModuleList(), nn.ModuleList()
+    for f in features:
+      self.downs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
+      self.blocks.append(nn.ModuleList(_ResBlock(f) for _ in range(blocks)))
+      c = f
+    self.stats = nn.Conv2d(c, 2 * latent_channels, 1)
+
+  def forward(self, x, labels):
+    if self.use_label:
+      e = F.relu(self.label(labels))
+      x = torch.cat([x, self.label_map(e).view(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+    for level, (down, blocks) in enumerate(zip(self.downs, self.blocks)):
+      x = down(F.relu(x) if level else x)
+      for block in blocks:
+        x = block(x)
+    return self.stats(F.relu(x)).chunk(2, dim=1)
+
+
+class ResDecoder(nn.Module):
+  """cvae.models.ResDecoder: 3x3 conv from z, per level residual blocks conditioned on the
+  label (FiLM) and a 4x4 stride-2 transposed conv up, the last one to the outputs."""
+
+  def __init__(self, out_channels, latent_channels, features, blocks, num_classes, embed_dim,
+               use_label):
+    super().__init__()
+    widths = list(features)[::-1]
+    self.label = _LabelEmbed(num_classes, embed_dim) if use_label else None
+    cond = embed_dim if use_label else 0
+    self.from_z = nn.Conv2d(latent_channels, widths[0], 3, padding=1)
+    self.blocks, self.ups = nn.ModuleList(), nn.ModuleList()
+    for level, f in enumerate(widths):
+      self.blocks.append(nn.ModuleList(_ResBlock(f, cond) for _ in range(blocks)))
+      out = widths[level + 1] if level + 1 < len(widths) else out_channels
+      self.ups.append(nn.ConvTranspose2d(f, out, 4, stride=2, padding=1))
+
+  def forward(self, z, labels):
+    cond = self.label(labels) if self.label is not None else None
+    h = self.from_z(z)
+    for blocks, up in zip(self.blocks, self.ups):
+      for block in blocks:
+        h = block(h, cond)
+      h = up(F.relu(h))
+    return h
+
+
 class CVAE(nn.Module):
   """cvae.models.CVAE: returns (decoder output, mean, logvar)."""
 
   def __init__(self, image_shape, out_channels, latent_dim=16, features=(32, 64), hidden=256,
                num_classes=10, embed_dim=16, label_input="both", latent_classifier_hidden=0,
-               critic_features=(), critic_hidden=64):
+               critic_features=(), critic_hidden=64, arch="conv", blocks=1, latent_channels=8):
     super().__init__()
-    self.encoder = Encoder(image_shape, latent_dim, features, hidden, num_classes, embed_dim,
-                           label_input in ("encoder", "both"))
-    self.decoder = Decoder(image_shape, out_channels, latent_dim, features, hidden, num_classes,
-                           embed_dim, label_input in ("decoder", "both"))
+    enc_label, dec_label = label_input in ("encoder", "both"), label_input in ("decoder", "both")
+    if arch == "resnet":
+      self.encoder = ResEncoder(image_shape, latent_channels, features, blocks, num_classes,
+                                embed_dim, enc_label)
+      self.decoder = ResDecoder(out_channels, latent_channels, features, blocks, num_classes,
+                                embed_dim, dec_label)
+      latent_size = latent_channels * (image_shape[0] // 2**len(features)) * (
+          image_shape[1] // 2**len(features))
+    else:
+      self.encoder = Encoder(image_shape, latent_dim, features, hidden, num_classes, embed_dim,
+                             enc_label)
+      self.decoder = Decoder(image_shape, out_channels, latent_dim, features, hidden,
+                             num_classes, embed_dim, dec_label)
+      latent_size = latent_dim
     self.latent_head = None
     if latent_classifier_hidden:
-      self.latent_head = nn.Sequential(nn.Linear(latent_dim, latent_classifier_hidden),
+      self.latent_head = nn.Sequential(nn.Flatten(), nn.Linear(latent_size,
+                                                               latent_classifier_hidden),
                                        nn.ReLU(), nn.Linear(latent_classifier_hidden,
                                                             num_classes))
     self.critic = None
@@ -240,17 +331,35 @@ def cvae_from_config(model_cfg, image_shape, out_channels: int, num_classes: int
   return CVAE(tuple(image_shape), out_channels, model_cfg.latent_dim, tuple(model_cfg.features),
               model_cfg.hidden, num_classes, model_cfg.embed_dim, model_cfg.label_input,
               model_cfg.get("latent_classifier_hidden", 0),
-              tuple(model_cfg.get("critic_features", ())), model_cfg.get("critic_hidden", 64))
+              tuple(model_cfg.get("critic_features", ())), model_cfg.get("critic_hidden", 64),
+              model_cfg.get("arch", "conv"), model_cfg.get("blocks", 1),
+              model_cfg.get("latent_channels", 8))
+
+
+def _split(likelihood: str, out):
+  """cvae.losses.split_outputs, NCHW: (mean, log_scale[, tanh'd RGB coefficients])."""
+  parts = out.chunk(3 if likelihood == "discretized_logistic_rgb" else 2, dim=1)
+  return (parts[0], parts[1] - 3.0) + tuple(torch.tanh(p) for p in parts[2:])
+
+
+def _coupled_means(mean, coeffs, values):
+  """cvae.losses._coupled_means, NCHW."""
+  r, g, b = mean.chunk(3, dim=1)
+  a_gr, a_br, a_bg = coeffs.chunk(3, dim=1)
+  vr, vg, _ = values.chunk(3, dim=1)
+  return torch.cat([r, g + a_gr * vr, b + a_br * vr + a_bg * vg], dim=1)
 
 
 def cvae_loss(likelihood: str, out, mean, logvar, x):
   """Negative ELBO per example (sum over pixels, nats), mean over the batch; cvae/losses.py."""
   if likelihood == "bernoulli":
     rec = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=(1, 2, 3))
+  elif likelihood == "discretized_logistic":
+    rec = _discretized_logistic_nll(*_split(likelihood, out), x)
   else:
-    c = out.shape[1] // 2
-    rec = _discretized_logistic_nll(out[:, :c], out[:, c:] - 3.0, x)
-  kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(dim=-1)
+    m, log_scale, coeffs = _split(likelihood, out)
+    rec = _discretized_logistic_nll(_coupled_means(m, coeffs, 2.0 * x - 1.0), log_scale, x)
+  kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).flatten(1).sum(dim=-1)
   return (rec + kl).mean()
 
 
@@ -268,19 +377,45 @@ def decoded_image(likelihood: str, out):
   """cvae.losses.decoded_image, NCHW."""
   if likelihood == "bernoulli":
     return torch.sigmoid(out)
-  return ((out[:, :out.shape[1] // 2] + 1.0) / 2.0).clamp(0.0, 1.0)
+  if likelihood == "discretized_logistic":
+    return ((_split(likelihood, out)[0] + 1.0) / 2.0).clamp(0.0, 1.0)
+  m, _, coeffs = _split(likelihood, out)
+  m_r, m_g, m_b = m.chunk(3, dim=1)
+  a_gr, a_br, a_bg = coeffs.chunk(3, dim=1)
+  r = m_r.clamp(-1.0, 1.0)
+  g = (m_g + a_gr * r).clamp(-1.0, 1.0)
+  b = (m_b + a_br * r + a_bg * g).clamp(-1.0, 1.0)
+  return ((torch.cat([r, g, b], dim=1) + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: float):
-  """cvae/task.py's label critic: cross-entropy on real images (trains the critic) plus `weight`
-  x cross-entropy of the frozen critic on images decoded with a random wrong label (trains the
-  decoder and encoder)."""
-  ce_real = F.cross_entropy(model.critic(x), labels)
+def random_view(images, max_shift: int, flip: bool):
+  """cvae.augment.random_view, NCHW: a random shift (reflect padding) and mirror per image."""
+  if max_shift > 0:
+    b, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="reflect")
+    oy, ox = torch.randint(0, 2 * max_shift + 1, (2, b))
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]                 # (B, H, 1)
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]                 # (B, 1, W)
+    images = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+  if flip:
+    mirror = torch.rand(images.shape[0]) < 0.5
+    images = torch.where(mirror[:, None, None, None], images.flip(3), images)
+  return images
+
+
+def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: float,
+                fraction: float = 1.0, max_shift: int = 0, flip: bool = False):
+  """cvae/task.py's label critic: cross-entropy on (views of) real images (trains the critic)
+  plus `weight` x cross-entropy of the frozen critic on (views of) images decoded with a random
+  wrong label, for the first `fraction` of the batch (trains the decoder and encoder)."""
+  ce_real = F.cross_entropy(model.critic(random_view(x, max_shift, flip)), labels)
+  n = max(1, round(fraction * x.shape[0]))
+  x, labels, mean, logvar = x[:n], labels[:n], mean[:n], logvar[:n]
   wrong = (labels + torch.randint(1, 10, labels.shape)) % 10
   if model.encoder.use_label:   # the wrong label goes everywhere the model takes one
     mean, logvar = model.encoder(x, wrong)
   z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-  images = decoded_image(likelihood, model.decoder(z, wrong))
+  images = random_view(decoded_image(likelihood, model.decoder(z, wrong)), max_shift, flip)
   frozen = {k: v.detach() for k, v in model.critic.named_parameters()}
   logits = torch.func.functional_call(model.critic, frozen, (images,))
   return ce_real + weight * F.cross_entropy(logits, wrong)

@@ -22,3 +22,17 @@ def random_translate(rng, images, max_shift: int):
   offsets = jax.random.randint(rng, (images.shape[0], 2), 0, 2 * max_shift + 1)
   crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
   return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(rng, images):
+  """Mirrors each image left-right with probability 1/2."""
+  flip = jax.random.bernoulli(rng, 0.5, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def random_view(rng, images, max_shift: int, flip: bool):
+  """A random translation (and, with `flip`, mirror) of each image: what an augmented
+  classifier sees."""
+  k_shift, k_flip = jax.random.split(rng)
+  images = random_translate(k_shift, images, max_shift)
+  return random_flip(k_flip, images) if flip else images

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cvae import augment
 from cvae import classifier_loader
 from cvae import input_pipeline
 from cvae import losses
@@ -57,6 +58,9 @@ def check_config(config) -> None:
   fraction = config.loss.get("critic_batch_fraction", 1.0)
   if not 0.0 < fraction <= 1.0:
     raise ConfigError(f"loss.critic_batch_fraction={fraction}; must be in (0, 1]")
+  if config.loss.get("critic_translate", 0) < 0:
+    raise ConfigError(f"loss.critic_translate={config.loss.critic_translate}; must be >= 0 "
+                      f"pixels")
   if config.loss.critic_weight and not tuple(config.model.critic_features):
     raise ConfigError("loss.critic_weight > 0 needs model.critic_features, e.g. (16, 32)")
   if config.loss.kl_warmup_steps < 0:
@@ -100,6 +104,8 @@ def build_task(config) -> Task:
   num_dims = int(np.prod(image_shape))
   critic_weight = float(config.loss.critic_weight)
   critic_fraction = float(config.loss.get("critic_batch_fraction", 1.0))
+  critic_shift = int(config.loss.get("critic_translate", 0))
+  critic_flip = bool(config.loss.get("critic_flip", False))
   enc_label = models.uses_encoder_label(config.model.label_input)
 
   def encode(params, x, y):
@@ -154,9 +160,13 @@ def build_task(config) -> Task:
       z_w = models.sample_z(*posterior_w, k_zw)
       img_w = losses.decoded_image(likelihood, decode(params, z_w, y_w))
       critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)
-      real_logits = critic(params, x)
+      # The critic sees real and decoded images through the same random shifts and mirrors, so
+      # a decode has to read as its label from every such view, not through one pixel pattern.
+      k_view_real, k_view_w = jax.random.split(jax.random.fold_in(k_z, 2))
+      view = lambda k, imgs: augment.random_view(k, imgs, critic_shift, critic_flip)
+      real_logits = critic(params, view(k_view_real, x))
       ce_real = optax.softmax_cross_entropy_with_integer_labels(real_logits, y)
-      wrong_logits = critic(jax.lax.stop_gradient(params), img_w)
+      wrong_logits = critic(jax.lax.stop_gradient(params), view(k_view_w, img_w))
       ce_wrong = optax.softmax_cross_entropy_with_integer_labels(wrong_logits, y_w)
       total = total + jnp.mean(ce_real) + critic_weight * jnp.mean(ce_wrong)
       metrics["critic_accuracy"] = jnp.mean(jnp.argmax(real_logits, -1) == y)

@@ -76,7 +76,10 @@ def test_cvae_mirror_has_our_parameter_count(dataset, label_input):
   out, mean, _ = mirror(torch.zeros((2,) + (shape[2], shape[0], shape[1])),
                         torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
   assert tuple(out.shape) == (2, out_ch) + tuple(shape[:2])
-  assert tuple(mean.shape) == (2, config.model.latent_dim)
+  if config.model.arch == "resnet":
+    assert tuple(mean.shape) == (2, config.model.latent_channels, shape[0] // 4, shape[1] // 4)
+  else:
+    assert tuple(mean.shape) == (2, config.model.latent_dim)
 
 
 def test_synthetic_batches_match_the_data_package_dtypes():
@@ -166,7 +169,8 @@ def test_cvae_mirror_loss_includes_the_default_critic(dataset):
   x, y = torch.rand(4, shape[2], shape[0], shape[1]), torch.tensor([0, 1, 2, 3])
   _, mean, logvar = mirror(x, y, y)
   loss = torch_models.critic_loss(mirror, config.loss.likelihood, x, y, mean, logvar,
-                                  config.loss.critic_weight)
+                                  config.loss.critic_weight, config.loss.critic_batch_fraction,
+                                  config.loss.critic_translate, config.loss.critic_flip)
   loss.backward()
   assert torch.isfinite(loss)
   assert all(p.grad is not None for p in mirror.critic.parameters())
@@ -186,3 +190,32 @@ def test_cvae_mirror_loss_includes_the_latent_adversary():
   loss.backward()
   assert torch.isfinite(loss)
   assert all(p.grad is not None for p in mirror.latent_head.parameters())
+
+
+@pytest.mark.parametrize("likelihood", cvae_losses.LIKELIHOODS)
+def test_cvae_mirror_likelihoods_and_decoded_images_match_ours(likelihood):
+  rng = np.random.default_rng(0)
+  channels = 1 if likelihood == "bernoulli" else 3
+  out = rng.normal(size=(2, 4, 4, channels * cvae_losses.OUTPUTS_PER_CHANNEL[likelihood]))
+  out = out.astype(np.float32)
+  x = (rng.integers(0, 256, (2, 4, 4, channels)) / 255).astype(np.float32)
+  nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)
+  zeros = torch.zeros(2, 3)   # mean 0, log-variance 0: KL 0
+  theirs = torch_models.cvae_loss(likelihood, nchw(out), zeros, zeros, nchw(x))
+  ours = np.mean(cvae_losses.reconstruction_nll(likelihood, out, x))
+  np.testing.assert_allclose(float(theirs), ours, rtol=1e-5)
+  np.testing.assert_allclose(
+      torch_models.decoded_image(likelihood, nchw(out)).permute(0, 2, 3, 1).numpy(),
+      cvae_losses.decoded_image(likelihood, out), rtol=1e-5, atol=1e-6)
+
+
+def test_cvae_mirror_random_view_is_a_shifted_crop():
+  images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+  out = torch_models.random_view(images, 1, False)
+  padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+  for i in range(2):
+    crops = [padded[i, :, r:r + 5, c:c + 5] for r in range(3) for c in range(3)]
+    assert any(torch.equal(out[i], c) for c in crops)
+  flipped = torch_models.random_view(images, 0, True)
+  for i in range(2):
+    assert torch.equal(flipped[i], images[i]) or torch.equal(flipped[i], images[i].flip(2))

@@ -210,12 +210,22 @@ def test_config_variants_and_modifiers():
     ("data.name", "svhn", "data.name"),
     ("loss.latent_adversary_weight", -1.0, "loss.latent_adversary_weight"),
     ("loss.critic_weight", -1.0, "loss.critic_weight=-1.0; must be >= 0"),
+    ("loss.critic_batch_fraction", 0.0, "loss.critic_batch_fraction=0.0; must be in"),
+    ("loss.critic_translate", -2, "loss.critic_translate=-2; must be >= 0"),
+    ("model.arch", "vit", "model.arch='vit'"),
 ])
 def test_bad_fields_are_named(field, value, match):
   config = cvae_configs.get_config("mnist")
   group, name = field.split(".")
   config[group][name] = value
   with pytest.raises(ValueError, match=match):
+    cvae_task.check_config(config)
+
+
+def test_rgb_likelihood_needs_rgb_images():
+  config = cvae_configs.get_config("mnist")
+  config.loss.likelihood = "discretized_logistic_rgb"
+  with pytest.raises(ValueError, match="needs RGB images; data.name='mnist' has 1 channel"):
     cvae_task.check_config(config)
 
 

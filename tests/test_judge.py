@@ -64,6 +64,16 @@ def test_random_translate_is_a_crop_of_the_reflect_padded_image():
   assert len({np.asarray(m).tobytes() for m in many}) == 25
 
 
+def test_random_flip_and_view():
+  images = jax.random.uniform(jax.random.key(0), (64, 4, 4, 2))
+  flipped = augment.random_flip(jax.random.key(1), images)
+  same = np.all(np.asarray(flipped == images), axis=(1, 2, 3))
+  mirrored = np.all(np.asarray(flipped == images[:, :, ::-1]), axis=(1, 2, 3))
+  assert np.all(same | mirrored) and 10 < same.sum() < 54
+  np.testing.assert_array_equal(augment.random_view(jax.random.key(2), images, 0, False), images)
+  assert augment.random_view(jax.random.key(2), images, 1, True).shape == images.shape
+
+
 def test_sgd_nesterov_with_l2_one_step_by_hand():
   cfg = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": 0.1, "schedule": "constant", "warmup_epochs": 0.0,
