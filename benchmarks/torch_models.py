@@ -237,7 +237,7 @@ class ResEncoder(nn.Module):
   conv to the latent map's mean and log-variance."""
 
   def __init__(self, image_shape, latent_channels, features, blocks, num_classes, embed_dim,
-               use_label):
+               use_label, latent_dim=0):
     super().__init__()
     h, w, c = image_shape
     self.use_label = use_label
@@ -250,7 +250,9 @@ class ResEncoder(nn.Module):
       self.downs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
       self.blocks.append(nn.ModuleList(_ResBlock(f) for _ in range(blocks)))
       c = f
-    self.stats = nn.Conv2d(c, 2 * latent_channels, 1)
+    factor = 2**len(features)
+    self.stats = (nn.Conv2d(c, 2 * latent_channels, 1) if latent_channels else
+                  nn.Linear((h // factor) * (w // factor) * c, 2 * latent_dim))
 
   def forward(self, x, labels):
     if self.use_label:
@@ -260,7 +262,8 @@ class ResEncoder(nn.Module):
       x = down(F.relu(x) if level else x)
       for block in blocks:
         x = block(x)
-    return self.stats(F.relu(x)).chunk(2, dim=1)
+    x = F.relu(x)
+    return self.stats(x if isinstance(self.stats, nn.Conv2d) else x.flatten(1)).chunk(2, dim=1)
 
 
 class ResDecoder(nn.Module):
@@ -268,12 +271,14 @@ class ResDecoder(nn.Module):
   label (FiLM) and a 4x4 stride-2 transposed conv up, the last one to the outputs."""
 
   def __init__(self, out_channels, latent_channels, features, blocks, num_classes, embed_dim,
-               use_label):
+               use_label, latent_dim=0, map_size=()):
     super().__init__()
     widths = list(features)[::-1]
     self.label = _LabelEmbed(num_classes, embed_dim) if use_label else None
     cond = embed_dim if use_label else 0
-    self.from_z = nn.Conv2d(latent_channels, widths[0], 3, padding=1)
+    self.map_shape = (widths[0],) + tuple(map_size)
+    self.from_z = (nn.Conv2d(latent_channels, widths[0], 3, padding=1) if latent_channels else
+                   nn.Linear(latent_dim, widths[0] * map_size[0] * map_size[1]))
     self.blocks, self.ups = nn.ModuleList(), nn.ModuleList()
     for level, f in enumerate(widths):
       self.blocks.append(nn.ModuleList(_ResBlock(f, cond) for _ in range(blocks)))
@@ -283,6 +288,8 @@ class ResDecoder(nn.Module):
   def forward(self, z, labels):
     cond = self.label(labels) if self.label is not None else None
     h = self.from_z(z)
+    if z.ndim == 2:
+      h = h.view(h.shape[0], *self.map_shape)
     for blocks, up in zip(self.blocks, self.ups):
       for block in blocks:
         h = block(h, cond)
@@ -299,12 +306,12 @@ class CVAE(nn.Module):
     super().__init__()
     enc_label, dec_label = label_input in ("encoder", "both"), label_input in ("decoder", "both")
     if arch == "resnet":
+      map_size = (image_shape[0] // 2**len(features), image_shape[1] // 2**len(features))
       self.encoder = ResEncoder(image_shape, latent_channels, features, blocks, num_classes,
-                                embed_dim, enc_label)
+                                embed_dim, enc_label, latent_dim)
       self.decoder = ResDecoder(out_channels, latent_channels, features, blocks, num_classes,
-                                embed_dim, dec_label)
-      latent_size = latent_channels * (image_shape[0] // 2**len(features)) * (
-          image_shape[1] // 2**len(features))
+                                embed_dim, dec_label, latent_dim, map_size)
+      latent_size = latent_channels * map_size[0] * map_size[1] or latent_dim
     else:
       self.encoder = Encoder(image_shape, latent_dim, features, hidden, num_classes, embed_dim,
                              enc_label)

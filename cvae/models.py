@@ -118,6 +118,7 @@ class Decoder(nn.Module):
 class ResEncoder(nn.Module):
   """`resnet.ResNetEncoder` with the label as an extra input channel (when `use_label`)."""
   latent_channels: int
+  latent_dim: int
   features: Sequence[int]
   blocks: int
   num_classes: int
@@ -129,7 +130,7 @@ class ResEncoder(nn.Module):
   def __call__(self, x, labels):
     h = _with_label_map(x, labels, self.num_classes, self.embed_dim) if self.use_label else x
     return resnet.ResNetEncoder(self.latent_channels, self.features, self.blocks,
-                                self.conv_impl, name="trunk")(h)
+                                self.conv_impl, self.latent_dim, name="trunk")(h)
 
 
 class ResDecoder(nn.Module):
@@ -140,6 +141,7 @@ class ResDecoder(nn.Module):
   num_classes: int
   embed_dim: int
   use_label: bool
+  map_size: Sequence[int]
   conv_impl: str = "auto"
 
   @nn.compact
@@ -147,7 +149,7 @@ class ResDecoder(nn.Module):
     cond = (LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels)
             if self.use_label else None)
     return resnet.ResNetDecoder(self.out_channels, self.features, self.blocks, self.conv_impl,
-                                name="trunk")(z, cond)
+                                self.map_size, name="trunk")(z, cond)
 
 
 class Critic(nn.Module):
@@ -169,7 +171,8 @@ class CVAE(nn.Module):
 
   `arch`: "conv" (strided convs, a Dense hidden layer, a latent vector of `latent_dim`) or
   "resnet" (residual blocks, `blocks` per level, and a latent map of `latent_channels` at
-  1/2^len(features) of the image size; cvae/resnet.py).
+  1/2^len(features) of the image size, or with `latent_channels=0` a vector of `latent_dim`;
+  cvae/resnet.py).
   """
   image_shape: Sequence[int]
   out_channels: int
@@ -198,10 +201,13 @@ class CVAE(nn.Module):
     enc_label, dec_label = (uses_encoder_label(self.label_input),
                             uses_decoder_label(self.label_input))
     if self.arch == "resnet":
-      self.encoder = ResEncoder(self.latent_channels, self.features, self.blocks,
-                                self.num_classes, self.embed_dim, enc_label, self.conv_impl)
+      factor = 2**len(self.features)
+      map_size = (self.image_shape[0] // factor, self.image_shape[1] // factor)
+      self.encoder = ResEncoder(self.latent_channels, self.latent_dim, self.features,
+                                self.blocks, self.num_classes, self.embed_dim, enc_label,
+                                self.conv_impl)
       self.decoder = ResDecoder(self.out_channels, self.features, self.blocks, self.num_classes,
-                                self.embed_dim, dec_label, self.conv_impl)
+                                self.embed_dim, dec_label, map_size, self.conv_impl)
     elif self.arch == "conv":
       self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
                              self.embed_dim, enc_label, self.conv_impl)

@@ -62,10 +62,15 @@ def test_unet_mirror_output_shape():
   assert loss.ndim == 0 and torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("dataset", cvae_configs.DATASETS)
+@pytest.mark.parametrize("dataset,arch,latent_channels", [
+    ("mnist", "conv", 0), ("mnist", "resnet", 0), ("cifar10", "resnet", 16),
+    ("cifar10", "conv", 0)])
 @pytest.mark.parametrize("label_input", cvae_models.LABEL_INPUTS)
-def test_cvae_mirror_has_our_parameter_count(dataset, label_input):
+def test_cvae_mirror_has_our_parameter_count(dataset, arch, latent_channels, label_input):
   config = cvae_configs.get_config(f"{dataset},label={label_input}")
+  config.model.arch, config.model.latent_channels = arch, latent_channels
+  if arch == "conv":
+    config.model.features = (32, 64) if dataset == "mnist" else (32, 64, 128)
   shape = cvae_input.IMAGE_SHAPES[dataset]
   out_ch = shape[-1] * cvae_losses.OUTPUTS_PER_CHANNEL[config.loss.likelihood]
   model = cvae_models.from_config(config.model, shape, out_ch, 10)
@@ -76,7 +81,7 @@ def test_cvae_mirror_has_our_parameter_count(dataset, label_input):
   out, mean, _ = mirror(torch.zeros((2,) + (shape[2], shape[0], shape[1])),
                         torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
   assert tuple(out.shape) == (2, out_ch) + tuple(shape[:2])
-  if config.model.arch == "resnet":
+  if config.model.arch == "resnet" and config.model.latent_channels:
     assert tuple(mean.shape) == (2, config.model.latent_channels, shape[0] // 4, shape[1] // 4)
   else:
     assert tuple(mean.shape) == (2, config.model.latent_dim)

@@ -421,6 +421,20 @@ def test_resnet_cvae_shapes_and_parameter_count():
   assert n(params["decoder"]) == decoder
 
 
+def test_resnet_cvae_with_a_latent_vector():
+  """`latent_channels=0`: a Dense to a latent vector and back to the smallest map (MNIST)."""
+  cfg = cvae_configs.get_config("mnist").model
+  cfg.arch, cfg.features, cfg.latent_channels, cfg.latent_dim = "resnet", (4, 8), 0, 5
+  model = models.from_config(cfg, (28, 28, 1), 1, 10)
+  x, y = jnp.zeros((2, 28, 28, 1)), jnp.array([3, 4])
+  variables = _run_fast(model.init, jax.random.key(0), x, y, y, jax.random.key(1))
+  out, mean, logvar = _run_fast(model.apply, variables, x, y, y, jax.random.key(2))
+  assert out.shape == (2, 28, 28, 1) and mean.shape == logvar.shape == (2, 5)
+  params = variables["params"]
+  assert params["encoder"]["trunk"]["stats"]["kernel"].shape == (7 * 7 * 8, 10)
+  assert params["decoder"]["trunk"]["from_z"]["kernel"].shape == (5, 7 * 7 * 8)
+
+
 def test_resnet_blocks_start_as_the_identity_and_film_uses_the_label():
   from cvae import resnet  # pylint: disable=g-import-not-at-top
   block = resnet.ResBlock(6)
