@@ -17,7 +17,7 @@ from shared.errors import ConfigError
 RESUME_IGNORED = (
     "mode", "allow_config_change", "data.data_dir", "data.download", "data.cache_max_bytes",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
-    "eval.batch_size", "eval.num_pictures", "eval.classifier_workdir",
+    "train.eval_every_epochs", "eval.batch_size", "eval.num_pictures", "eval.classifier_workdir",
 )
 
 

@@ -412,10 +412,11 @@ def test_resnet_cvae_shapes_and_parameter_count():
   block = lambda f: 2 * conv(3, f, f)
   film = lambda f: 3 * 2 * f + 2 * f                       # Dense(embed 3 -> 2f)
   label_map = (10 * 3 + 3) + (3 * 1024 + 1024)             # embedding, Dense to 32 x 32
-  encoder = (label_map + conv(4, 4, 4) + block(4) + conv(4, 4, 8) + block(8)
+  k = cfg.blocks   # residual blocks per level, each with its own FiLM layer in the decoder
+  encoder = (label_map + conv(4, 4, 4) + k * block(4) + conv(4, 4, 8) + k * block(8)
              + conv(1, 8, 2 * 2))
-  decoder = ((10 * 3 + 3) + conv(3, 2, 8) + block(8) + film(8) + conv(4, 8, 4) + block(4)
-             + film(4) + conv(4, 4, 9))
+  decoder = ((10 * 3 + 3) + conv(3, 2, 8) + k * (block(8) + film(8)) + conv(4, 8, 4)
+             + k * (block(4) + film(4)) + conv(4, 4, 9))
   params = variables["params"]
   assert n(params["encoder"]) == encoder
   assert n(params["decoder"]) == decoder
