@@ -141,24 +141,34 @@ def _strided_convs_and_hidden(image_shape, in_channels, features, hidden):
   return nn.ModuleList(convs), nn.Linear(flat, hidden)
 
 
+class _LabelMap(nn.Module):
+  """cvae.models._with_label_map: the label as an extra input channel (embedding -> ReLU ->
+  Dense to H*W)."""
+
+  def __init__(self, image_shape, num_classes, embed_dim):
+    super().__init__()
+    self.label = _LabelEmbed(num_classes, embed_dim)
+    self.label_map = nn.Linear(embed_dim, image_shape[0] * image_shape[1])
+
+  def forward(self, x, labels):
+    e = self.label_map(F.relu(self.label(labels)))
+    return torch.cat([x, e.view(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+
+
 class Encoder(nn.Module):
   def __init__(self, image_shape, latent_dim, features, hidden, num_classes, embed_dim,
                use_label):
     super().__init__()
-    h, w, c = image_shape
     self.use_label = use_label
-    if use_label:
-      self.label = _LabelEmbed(num_classes, embed_dim)
-      self.label_map = nn.Linear(embed_dim, h * w)
-      c += 1
+    self.label_input = _LabelMap(image_shape, num_classes, embed_dim) if use_label else None
+    c = image_shape[2] + int(use_label)
     self.convs, self.hidden = _strided_convs_and_hidden(image_shape, c, features, hidden)
     self.mean = nn.Linear(hidden, latent_dim)
     self.logvar = nn.Linear(hidden, latent_dim)
 
   def forward(self, x, labels):
     if self.use_label:
-      e = F.relu(self.label(labels))
-      x = torch.cat([x, self.label_map(e).view(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+      x = self.label_input(x, labels)
     for conv in self.convs:
       x = F.relu(conv(x))
     h = F.relu(self.hidden(x.flatten(1)))
@@ -239,12 +249,10 @@ class ResEncoder(nn.Module):
   def __init__(self, image_shape, latent_channels, features, blocks, num_classes, embed_dim,
                use_label, latent_dim=0):
     super().__init__()
-    h, w, c = image_shape
+    h, w, _ = image_shape
     self.use_label = use_label
-    if use_label:
-      self.label = _LabelEmbed(num_classes, embed_dim)
-      self.label_map = nn.Linear(embed_dim, h * w)
-      c += 1
+    self.label_input = _LabelMap(image_shape, num_classes, embed_dim) if use_label else None
+    c = image_shape[2] + int(use_label)
     self.downs, self.blocks = nn.ModuleList(), nn.ModuleList()
     for f in features:
       self.downs.append(nn.Conv2d(c, f, 4, stride=2, padding=1))
@@ -256,8 +264,7 @@ class ResEncoder(nn.Module):
 
   def forward(self, x, labels):
     if self.use_label:
-      e = F.relu(self.label(labels))
-      x = torch.cat([x, self.label_map(e).view(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+      x = self.label_input(x, labels)
     for level, (down, blocks) in enumerate(zip(self.downs, self.blocks)):
       x = down(F.relu(x) if level else x)
       for block in blocks:
