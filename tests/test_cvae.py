@@ -515,7 +515,17 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   clf_config = _tiny(classifier_configs.get_config("cifar10,cpu"), TFDS_DIR)
   clf_config.model.features = (4, 8, 8, 8)
   clf_dir = str(tmp_path / "clf")
-  train.train_and_evaluate(clf_config, clf_dir)
+  clf = train.train_and_evaluate(clf_config, clf_dir)
+  # The loader restores the residual judge's batch-norm statistics with its parameters, and
+  # the loaded judge reproduces the run's own test accuracy.
+  judge, judge_vars = classifier_loader.load_classifier(clf_dir, "cifar10")
+  assert set(judge_vars) == {"params", "batch_stats"}
+  assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0)
+             for s in jax.tree.leaves(judge_vars["batch_stats"]))
+  _, eval_store = input_pipeline.load_data(clf_config)
+  test = eval_store.get(np.arange(len(eval_store)))
+  pred = np.argmax(judge.apply(judge_vars, test["image"].astype(np.float32) / 255), -1)
+  assert np.mean(pred == test["label"]) == pytest.approx(clf["accuracy"], abs=1e-6)
   config = _tiny(cvae_configs.get_config("cifar10,cpu"), TFDS_DIR)
   assert config.model.arch == "resnet"
   assert config.loss.likelihood == "discretized_logistic_rgb"

@@ -1,9 +1,7 @@
 """The judge classifiers and their training pieces: the residual net's shapes and flip
-test-time view, the random translation, SGD with Nesterov momentum and L2, label smoothing,
-and the loader restoring batch-norm statistics from a real (tiny) run."""
-
-import math
-import os
+test-time view, the random translation, SGD with Nesterov momentum and L2, label smoothing.
+The loader restoring batch-norm statistics from a real run is tested in tests/test_cvae.py
+(the tiny CIFAR-10 end-to-end run trains such a judge)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.conftest import TFDS_DIR  # pylint: disable=unused-import  (sys.path)
+from tests import conftest  # pylint: disable=unused-import  (sys.path)
 
 from configs import classifier as classifier_configs
 from cvae import augment
-from cvae import classifier_loader
 from cvae import classifier_task
 from cvae import models
 from shared import optim
@@ -128,26 +125,3 @@ def test_bad_judge_fields_are_named():
     with pytest.raises(ValueError, match=field):
       classifier_task.check_config(bad)
   classifier_task.check_config(config)
-
-
-def test_loader_restores_batch_norm_statistics(tmp_path):
-  if not os.path.isdir(os.path.join(TFDS_DIR, "cifar10")):
-    pytest.skip(f"prepared cifar10 not found in {TFDS_DIR} (set TFDS_DATA_DIR)")
-  from shared import train  # pylint: disable=g-import-not-at-top
-  config = classifier_configs.get_config("cifar10,cpu")
-  config.data.data_dir, config.data.download = TFDS_DIR, False
-  config.data.limit_train, config.data.limit_eval = 64, 40
-  config.model.features = (4, 8, 8, 8)
-  config.train.batch_size, config.train.num_epochs = 32, 1
-  config.eval.batch_size = 20
-  result = train.train_and_evaluate(config, str(tmp_path))
-  model, variables = classifier_loader.load_classifier(str(tmp_path), "cifar10")
-  assert set(variables) == {"params", "batch_stats"}
-  stats = jax.tree.leaves(variables["batch_stats"])
-  assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0) for s in stats)  # trained
-  # The loaded judge gives the run's own test accuracy.
-  from cvae import input_pipeline  # pylint: disable=g-import-not-at-top
-  _, eval_store = input_pipeline.load_data(config)
-  batch = eval_store.get(np.arange(len(eval_store)))
-  pred = np.argmax(model.apply(variables, batch["image"].astype(np.float32) / 255), -1)
-  assert math.isclose(float(np.mean(pred == batch["label"])), result["accuracy"], abs_tol=1e-6)
