@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 import time
 
@@ -37,12 +38,14 @@ from shared import allocator  # pylint: disable=g-import-not-at-top
 
 
 def parse_arm(text: str) -> tuple[str, dict, dict]:
-  """`"name:model.conv_impl=xla,--xla_cpu_foo=true"` -> (name, overrides, compile options)."""
+  """`"name:model.conv_impl=xla,--xla_cpu_foo=true"` -> (name, overrides, compile options).
+  Values may be tuples: `"wide:model.features=(24,64,256,256)"`."""
   name, sep, items = text.partition(":")
   if not sep or not name:
     raise ValueError(f"--arm={text!r}: expected NAME:ITEMS (ITEMS may be empty)")
   overrides, options = [], {}
-  for item in filter(None, items.split(",")):
+  # Commas inside brackets belong to a value: model.features=(24,48,192,192).
+  for item in filter(None, re.split(r",(?![^()\[\]]*[)\]])", items)):
     if item.startswith("--"):
       key, eq, value = item[2:].partition("=")
       if not eq:
@@ -110,10 +113,12 @@ def _define_flags():
   """Flags are defined only when run as a script, so that tests can import this module next
   to profile_step.py (which defines flags of the same names)."""
   return dict(
-      model=flags.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family"),
+      model=flags.DEFINE_enum("model", "unet", ["unet", "cvae", "classifier"],
+                              "model family (classifier: the CVAE's judge)"),
       variant=flags.DEFINE_string("variant", "strconv_ups_dice", "UNet variant"),
       size=flags.DEFINE_enum("size", "cpu", ["cpu", "default"], "UNet size"),
-      dataset=flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "CVAE dataset"),
+      dataset=flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"],
+                                "CVAE / classifier dataset"),
       arm=flags.DEFINE_multi_string("arm", ["base:"], "NAME:ITEMS, ITEMS = comma-separated "
                                     "FIELD=VALUE config overrides and --xla_option=VALUE"),
       steps=flags.DEFINE_integer("steps", 5, "timed steps per arm per round"),

@@ -106,10 +106,10 @@ def combine_repeats(runs: list[dict]) -> dict:
 
 def step_spec(model: str, variant: str, size: str, dataset: str, overrides: dict) -> dict:
   """The measurement spec of one model's train step (jax_bench.prepare): a UNet variant and
-  size, or the CVAE on a dataset, with config overrides."""
+  size, or the CVAE or its judge classifier on a dataset, with config overrides."""
   if model == "unet":
     return {"model": "unet", "variant": variant, "size": size, "overrides": overrides}
-  return {"model": "cvae", "dataset": dataset, "overrides": overrides}
+  return {"model": model, "dataset": dataset, "overrides": overrides}
 
 
 def parse_overrides(items) -> dict:

@@ -30,6 +30,13 @@ def _cvae_config(dataset: str, overrides: dict):
   return config
 
 
+def _classifier_config(dataset: str, overrides: dict):
+  from configs import classifier as classifier_configs  # pylint: disable=g-import-not-at-top
+  config = classifier_configs.get_config(dataset)
+  _apply(config, overrides)
+  return config
+
+
 def _apply(config, overrides: dict) -> None:
   for key, value in overrides.items():
     node = config
@@ -42,6 +49,8 @@ def _apply(config, overrides: dict) -> None:
 def config_for(spec: dict):
   if spec["model"] == "unet":
     return _unet_config(spec["variant"], spec["size"], spec.get("overrides", {}))
+  if spec["model"] == "classifier":
+    return _classifier_config(spec["dataset"], spec.get("overrides", {}))
   return _cvae_config(spec["dataset"], spec.get("overrides", {}))
 
 
@@ -55,7 +64,8 @@ def _random_classifier(config):
   def load(workdir, dataset):
     del workdir
     model = models.classifier_from_config(clf_cfg, len(input_pipeline.CLASS_NAMES[dataset]))
-    x = np.zeros((1,) + input_pipeline.IMAGE_SHAPES[dataset], np.float32)
+    # Random images: a whitening stem is computed from the batch it is initialised with.
+    x = np.random.default_rng(0).random((8,) + input_pipeline.IMAGE_SHAPES[dataset], np.float32)
     return model, model.init(jax.random.key(0), x)
   return load
 

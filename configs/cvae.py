@@ -55,6 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # judgement of images decoded with random wrong labels trains the decoder to follow the label.
   config.model.critic_features = (16, 32) if mnist else (32, 64)
   config.model.critic_hidden = 64 if mnist else 128
+  # The critic also learns to tell wrong-label decodes from true-label ones (an extra class), so
+  # a pattern stamped on per label does not pay (cvae/stamp_check.py measures stamping).
+  config.model.critic_wrong_class = False
   config.model.conv_impl = "auto"   # shared/layers.py (CPU: transposed convs as ordinary convs)
 
   config.loss = ml_collections.ConfigDict()

@@ -27,6 +27,16 @@ def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
   if config.model.get("arch", "cnn") not in models.CLASSIFIER_ARCHS:
     raise ConfigError(f"model.arch={config.model.arch!r}; allowed: {models.CLASSIFIER_ARCHS}")
+  stem = config.model.get("stem", "conv")
+  if stem not in models.CLASSIFIER_STEMS:
+    raise ConfigError(f"model.stem={stem!r}; allowed: {models.CLASSIFIER_STEMS}")
+  if stem == "whiten" and config.model.get("arch", "cnn") == "resnet":
+    channels = input_pipeline.IMAGE_SHAPES[config.data.name][-1]
+    stem_width = config.model.features[0]
+    if stem_width % 2 or not 2 <= stem_width <= 8 * channels:
+      raise ConfigError(f"model.features[0]={stem_width}: the whitening stem needs an even "
+                        f"width in [2, {8 * channels}] (2 x the {4 * channels} values of a "
+                        f"2x2 patch)")
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise ConfigError(f"loss.label_smoothing={config.loss.label_smoothing}; must be in [0, 1)")
   if config.augment.translate < 0:

@@ -21,7 +21,9 @@ from cvae import input_pipeline
 from cvae import losses
 from cvae import models
 from cvae import pictures
+from cvae import stamp_check
 from shared import data
+from shared import files
 from shared.errors import ConfigError
 from shared.task import Task
 
@@ -67,18 +69,6 @@ def check_config(config) -> None:
     raise ConfigError(f"loss.kl_warmup_steps={config.loss.kl_warmup_steps}; must be >= 0")
 
 
-def save_npz(path: str, arrays: dict) -> None:
-  """Compressed `.npz`, written to a temporary file and renamed: never half a file at `path`."""
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "wb") as f:
-      np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def per_example_keys(seed: int, index):
   base = jax.random.fold_in(jax.random.key(seed), EVAL_SALT)
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
@@ -106,6 +96,7 @@ def build_task(config) -> Task:
   critic_fraction = float(config.loss.get("critic_batch_fraction", 1.0))
   critic_shift = int(config.loss.get("critic_translate", 0))
   critic_flip = bool(config.loss.get("critic_flip", False))
+  critic_wrong_class = bool(config.model.get("critic_wrong_class", False))
   enc_label = models.uses_encoder_label(config.model.label_input)
 
   def encode(params, x, y):
@@ -147,7 +138,7 @@ def build_task(config) -> Task:
     if critic_weight:
       # Wrong pairs with a target that makes sense: not "reconstruct x anyway" (which teaches the
       # decoder to ignore the label) but "look like the label you were given". The critic learns
-      # the classes from real images only; frozen, it scores images decoded with a random wrong
+      # the classes from real images; frozen, it scores images decoded with a random wrong
       # label, given everywhere the model takes one (the eval's protocol).
       # On the first `critic_batch_fraction` of the (shuffled) batch only: the wrong-label
       # encode and decode cost as much as the ELBO pass.
@@ -162,13 +153,29 @@ def build_task(config) -> Task:
       critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)
       # The critic sees real and decoded images through the same random shifts and mirrors, so
       # a decode has to read as its label from every such view, not through one pixel pattern.
-      k_view_real, k_view_w = jax.random.split(jax.random.fold_in(k_z, 2))
+      k_view_real, k_view_w, k_view_d = jax.random.split(jax.random.fold_in(k_z, 2), 3)
       view = lambda k, imgs: augment.random_view(k, imgs, critic_shift, critic_flip)
       real_logits = critic(params, view(k_view_real, x))
-      ce_real = optax.softmax_cross_entropy_with_integer_labels(real_logits, y)
+      critic_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(real_logits, y))
+      if critic_wrong_class:
+        # The critic also learns to tell wrong-label decodes (class `num_classes`) from
+        # true-label decodes of the same images (their class): a pattern stamped on for the
+        # label marks a decode as wrong, so the decoder gains only by decodes that look like
+        # a true-label decode of the given class.
+        decodes = jax.lax.stop_gradient(jnp.concatenate(
+            [losses.decoded_image(likelihood, out[:n_w]), img_w]))
+        # (An ELBO-pass decode whose label `wrong_label_rate` replaced is a wrong one too.)
+        was_wrong = replaced[:n_w] if target == "both" else jnp.zeros_like(replaced[:n_w])
+        decode_targets = jnp.concatenate([jnp.where(was_wrong, num_classes, dec_y[:n_w]),
+                                          jnp.full_like(y_w, num_classes)])
+        decode_logits = critic(params, view(k_view_d, decodes))
+        critic_loss += jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+            decode_logits, decode_targets))
+        metrics["critic_flags_wrong_decodes"] = jnp.mean(
+            jnp.argmax(decode_logits[n_w:], -1) == num_classes)
       wrong_logits = critic(jax.lax.stop_gradient(params), view(k_view_w, img_w))
       ce_wrong = optax.softmax_cross_entropy_with_integer_labels(wrong_logits, y_w)
-      total = total + jnp.mean(ce_real) + critic_weight * jnp.mean(ce_wrong)
+      total = total + critic_loss + critic_weight * jnp.mean(ce_wrong)
       metrics["critic_accuracy"] = jnp.mean(jnp.argmax(real_logits, -1) == y)
       metrics["critic_wrong_label_hit"] = jnp.mean(jnp.argmax(wrong_logits, -1) == y_w)
     metrics = {**metrics, "recon": rec.mean(), "kl": kl.mean(), "neg_elbo": (rec + kl).mean(),
@@ -254,11 +261,14 @@ def build_task(config) -> Task:
               "wrong_labels": cat["wrong_label"].astype(np.int32),
               "test_indices": cat["index"].astype(np.int32),
               "class_names": np.asarray(names)}
-    save_npz(path, arrays)
+    files.write_npz(path, arrays)
+    return arrays
 
   def write_pictures(variables, eval_store, workdir, rng):
     params = jax.device_get(variables["params"])
-    write_decodes(params, eval_store, os.path.join(workdir, "decodes.npz"))
+    decodes = write_decodes(params, eval_store, os.path.join(workdir, "decodes.npz"))
+    files.write_json(os.path.join(workdir, "stamp_check.json"),
+                     stamp_check.stamp_check(decodes, jax.jit(classify)))
     n = min(25, len(eval_store))
     batch = eval_store.get(np.arange(n))
     x = batch["image"].astype(np.float32) / 255

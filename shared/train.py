@@ -25,6 +25,7 @@ import optax
 from shared import checkpoint
 from shared import data
 from shared import errors
+from shared import files
 from shared import metric_writer
 from shared import optim
 from shared import plotting
@@ -135,10 +136,7 @@ def evaluate(task: Task, eval_step, state: State, store: data.ExampleStore, batc
 def _write_json(path: str, obj) -> None:
   if jax.process_index() != 0:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  files.write_json(path, obj)
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -20,6 +20,7 @@ from cvae import input_pipeline
 from cvae import losses
 from cvae import models
 from cvae import pictures
+from cvae import stamp_check
 from cvae import task as cvae_task
 
 
@@ -267,6 +268,27 @@ def test_critic_learns_from_real_images_only_and_moves_the_decoder(monkeypatch):
   assert max(moved) > 1e-4
 
 
+def test_critic_wrong_class_learns_to_flag_wrong_label_decodes(monkeypatch):
+  """With `model.critic_wrong_class` the critic has an 11th output, trained on decodes: its
+  column gets a gradient."""
+  config = cvae_configs.get_config("mnist")
+  config.model.features, config.model.hidden, config.model.latent_dim = (4, 8), 16, 4
+  config.model.critic_features, config.model.critic_hidden = (4, 8), 8
+  config.model.critic_wrong_class = True
+  monkeypatch.setattr(classifier_loader, "load_classifier", lambda workdir, dataset: (None, None))
+  batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
+           "label": jnp.arange(6, dtype=jnp.int32)}
+  task = cvae_task.build_task(config)
+  variables = _run_fast(task.init, jax.random.key(1), batch)
+  state = {k: v for k, v in variables.items() if k != "params"}
+  assert variables["params"]["critic"]["logits"]["kernel"].shape == (8, 11)
+  loss = lambda p: task.loss(p, state, batch, jax.random.key(2))
+  grads, (metrics, _) = _run_fast(jax.grad(loss, has_aux=True), variables["params"])
+  # Real images never carry class 10: its logit moves only because decodes are labelled with it.
+  assert float(jnp.max(jnp.abs(grads["critic"]["logits"]["kernel"][:, 10]))) > 0
+  assert 0.0 <= float(metrics["critic_flags_wrong_decodes"]) <= 1.0
+
+
 def test_missing_classifier_is_a_clear_error(tmp_path):
   with pytest.raises(classifier_loader.ClassifierNotFoundError, match="is empty"):
     classifier_loader.load_classifier("", "mnist")
@@ -320,12 +342,17 @@ def _check_decodes(work, clf_dir, result, shape, n):
   assert not np.any(d["wrong_labels"] == d["true_labels"])
   assert len(d["class_names"]) == 10
   model, variables = classifier_loader.load_classifier(clf_dir, result["config"]["data"]["name"])
-  judge = lambda imgs: np.argmax(model.apply(variables, imgs.astype(np.float32) / 255), -1)
+  judge_float = lambda imgs: np.argmax(model.apply(variables, imgs), -1)
+  judge = lambda imgs: judge_float(imgs.astype(np.float32) / 255)
   for key, labels, metric in (("wrong_label_decodes", "wrong_labels", "label_adherence"),
                               ("wrong_label_decoder_only_decodes", "wrong_labels",
                                "label_adherence_decoder_only"),
                               ("true_label_decodes", "true_labels", "true_label_accuracy")):
     assert np.mean(judge(d[key]) == d[labels]) == pytest.approx(result[metric], abs=1e-6), metric
+  # stamp_check.json, written beside it, is the stamp check of these very arrays.
+  with open(os.path.join(work, "stamp_check.json")) as f:
+    check = json.load(f)
+  assert check == pytest.approx(stamp_check.stamp_check(d, judge_float), abs=1e-6)
 
 
 def test_end_to_end_tiny(tmp_path, mnist_dir):
@@ -519,7 +546,7 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   # The loader restores the residual judge's batch-norm statistics with its parameters, and
   # the loaded judge reproduces the run's own test accuracy.
   judge, judge_vars = classifier_loader.load_classifier(clf_dir, "cifar10")
-  assert set(judge_vars) == {"params", "batch_stats"}
+  assert set(judge_vars) == {"params", "batch_stats", "whitening"}
   assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0)
              for s in jax.tree.leaves(judge_vars["batch_stats"]))
   _, eval_store = input_pipeline.load_data(clf_config)

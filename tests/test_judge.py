@@ -36,6 +36,48 @@ def test_resnet_judge_shapes_params_and_state():
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["batch_stats"])) == bn
 
 
+def test_patch_whitening_decorrelates_2x2_patches():
+  # Colour images with strongly correlated neighbouring pixels and channels.
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(64, 17, 17, 1)).repeat(2, axis=1).repeat(2, axis=2)[:, :33, :33]
+  images = jnp.asarray(0.5 + 0.1 * base * np.array([1.0, 0.8, 0.6])
+                       + 0.01 * rng.normal(size=(64, 33, 33, 3)), jnp.float32)
+  kernel, bias = models.patch_whitening(images, 24, rel_eps=1e-6)
+  assert kernel.shape == (2, 2, 3, 24) and bias.shape == (24,)
+  out = jax.lax.conv_general_dilated(images, kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+  flat = np.asarray(out, np.float64).reshape(-1, 24)
+  np.testing.assert_allclose(flat.mean(axis=0), 0.0, atol=1e-3)       # the bias centres
+  # The 12 directions come out uncorrelated with unit variance; the last 12 are their negatives.
+  np.testing.assert_allclose(np.cov(flat[:, :12].T), np.eye(12), atol=2e-2)
+  np.testing.assert_allclose(flat[:, 12:], -flat[:, :12], atol=1e-4)
+  # A narrower stem keeps the directions of largest variance: the first ones of the full set.
+  narrow, _ = models.patch_whitening(images, 8, rel_eps=1e-6)
+  np.testing.assert_allclose(np.abs(narrow[..., :4]), np.abs(kernel[..., :4]), rtol=1e-3,
+                             atol=1e-3)
+
+
+def test_whitening_stem_is_state_not_params_and_convs_start_as_identity():
+  model = models.ResNetClassifier(num_classes=10, features=(8, 8, 16, 16), stem="whiten")
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  # The whitening conv is computed from x (the flip view doubles the batch at eval-time init)
+  # and kept out of "params", so neither gradients nor weight decay ever change it.
+  kernel, bias = variables["whitening"]["stem"]
+  expected_kernel, _ = models.patch_whitening(jnp.concatenate([x, x[:, :, ::-1]]), 8)
+  np.testing.assert_allclose(kernel, expected_kernel, rtol=1e-4, atol=1e-4)
+  assert "stem" not in variables["params"] and "stem_bn" not in variables["params"]
+  # 2x2 VALID stem: 32 -> 31, then 15, 7, 3 after the pools; the logits are finite.
+  logits = model.apply(variables, x)
+  assert logits.shape == (4, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  # Partial identity: the 8 -> 16 conv's first 8 filters pass their own input channel through.
+  w = np.asarray(variables["params"]["stage1_conv"]["kernel"])
+  eye = np.zeros((3, 3, 8, 8))
+  eye[1, 1] = np.eye(8)
+  np.testing.assert_array_equal(w[..., :8], eye)
+  assert np.std(w[..., 8:]) > 0      # the other filters keep their random init
+
+
 def test_flip_tta_averages_the_image_and_its_mirror():
   model = _tiny_resnet()
   x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
@@ -118,7 +160,9 @@ def task_logits(config, params, state, batch):
 def test_bad_judge_fields_are_named():
   config = classifier_configs.get_config("cifar10")
   for field, value in (("model.arch", "vit"), ("loss.label_smoothing", 1.0),
-                       ("augment.translate", -1)):
+                       ("augment.translate", -1), ("model.stem", "patchify"),
+                       ("model.features", (25, 64, 256, 256)),
+                       ("model.features", (26, 64, 256, 256))):
     bad = classifier_configs.get_config("cifar10")
     group, name = field.split(".")
     bad[group][name] = value

@@ -1,0 +1,34 @@
+"""Atomic file writes: a reader (or a run cut off mid-write) never sees half a file.
+
+Each writer writes to `path.tmp` and renames it over `path`; a failed write removes the
+temporary file and leaves any earlier `path` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, IO
+
+import numpy as np
+
+
+def write_atomic(path: str, write: Callable[[IO], None], mode: str = "w") -> None:
+  """Calls `write(f)` on a temporary file next to `path`, then renames it to `path`."""
+  tmp = path + ".tmp"
+  try:
+    with open(tmp, mode) as f:
+      write(f)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """Compressed `.npz`."""
+  write_atomic(path, lambda f: np.savez_compressed(f, **arrays), mode="wb")
