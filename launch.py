@@ -59,10 +59,19 @@ def _quiet_library_info(record) -> bool:
 def _parse_flags(argv):
   """absl's parser, but a bad --config or override ends in one line naming it."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
     print(f"config error: {cli_errors.describe(e, argv)}", file=sys.stderr)
     sys.exit(2)
+  # ml_collections defers a config file that fails to load to the first use of the config.
+  try:
+    _CONFIG.value.get("task")
+  except Exception as e:  # pylint: disable=broad-except
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+    print(f"config error: --config={spec}: {cli_errors.describe(e, argv).strip()}",
+          file=sys.stderr)
+    sys.exit(2)
+  return rest
 
 
 def main(argv):

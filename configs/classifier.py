@@ -17,10 +17,11 @@ from shared import config_args
 
 DATASETS = ("mnist", "cifar10")
 MODIFIERS = {"cpu": False, "seed": 0, "epochs": 0}
+MINIMUMS = {"seed": 0, "epochs": 1}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, mods = config_args.parse_config_arg(arg, "mnist", MODIFIERS)
+  variant, mods = config_args.parse_config_arg(arg, "mnist", MODIFIERS, MINIMUMS)
   if variant not in DATASETS:
     raise ValueError(f"unknown classifier variant {variant!r}; valid variants: {DATASETS}")
   mnist = variant == "mnist"

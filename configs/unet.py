@@ -26,6 +26,7 @@ LOSSES = ("bce", "dice", "bce_dice")
 ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
 ALL_VARIANTS = tuple(f"{d}_{u}_{l}" for d in DOWNSAMPLE for u in UPSAMPLE for l in LOSSES)
 MODIFIERS = {"cpu": False, "trimap": False, "res": 0, "seed": 0, "epochs": 0}
+MINIMUMS = {"res": 1, "seed": 0, "epochs": 1}
 
 
 def parse_variant(variant: str) -> tuple[str, str, str]:
@@ -38,7 +39,7 @@ def parse_variant(variant: str) -> tuple[str, str, str]:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, mods = config_args.parse_config_arg(arg, "strconv_ups_dice", MODIFIERS)
+  variant, mods = config_args.parse_config_arg(arg, "strconv_ups_dice", MODIFIERS, MINIMUMS)
   downsample, upsample, loss = parse_variant(variant)
 
   config = common.base_config()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
-def parse_config_arg(arg: str | None, default_variant: str,
-                     modifiers: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def parse_config_arg(arg: str | None, default_variant: str, modifiers: Mapping[str, Any],
+                     minimums: Mapping[str, int] | None = None) -> tuple[str, dict[str, Any]]:
   """Returns `(variant, values)` where `values` holds every modifier (defaults filled in).
 
   Args:
@@ -20,6 +20,8 @@ def parse_config_arg(arg: str | None, default_variant: str,
     default_variant: variant used when `arg` names none.
     modifiers: modifier name -> default value; the default's type is the type the value is
       parsed to (bool modifiers are set by naming them, or `name=true|false`).
+    minimums: modifier name -> smallest value it may be given (e.g. `epochs=0` is refused
+      rather than read as "not given").
 
   Raises:
     ValueError: an unknown modifier, or a value that does not parse; the message lists the
@@ -55,4 +57,8 @@ def parse_config_arg(arg: str | None, default_variant: str,
         raise ValueError(
             f"config argument {arg!r}: modifier {key!r} expects {type(default).__name__}, "
             f"got {raw!r}") from None
+      low = (minimums or {}).get(key)
+      if low is not None and values[key] < low:
+        raise ValueError(f"config argument {arg!r}: modifier {key!r} must be at least {low}, "
+                         f"got {values[key]}")
   return variant, values

@@ -155,8 +155,9 @@ def host_slice(global_batch: int, process_index: int, process_count: int) -> sli
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   steps = num_examples // global_batch
   if steps == 0:
-    raise ValueError(f"train split has {num_examples} examples, fewer than one batch of "
-                     f"{global_batch}; lower train.batch_size")
+    raise errors.ConfigError(f"train.batch_size={global_batch}: the train split has only "
+                             f"{num_examples} examples, fewer than one batch; lower "
+                             f"train.batch_size")
   return steps
 
 

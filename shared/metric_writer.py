@@ -7,6 +7,7 @@ import os
 import time
 from typing import Mapping
 
+from absl import logging
 import jax
 
 
@@ -40,7 +41,24 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
+  """The records of a metrics.jsonl. A line that is not a JSON record with a `kind` and a
+  numeric `step` (a run killed mid-write, a hand edit) is skipped with a warning naming it."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records, bad = [], []
+  with open(path, errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+        if isinstance(rec, dict) and "kind" in rec and isinstance(rec.get("step"), int):
+          records.append(rec)
+          continue
+      except ValueError:
+        pass
+      bad.append(number)
+  if bad:
+    logging.warning("%s: skipped %d line(s) that are not metric records (line %s)", path,
+                    len(bad), ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else ""))
+  return records

@@ -7,7 +7,6 @@ apart from `report.py` so the table code stays free of matplotlib (slow to impor
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence, TYPE_CHECKING
 
@@ -17,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from shared import metric_writer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from shared import report_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if TYPE_CHECKING:
@@ -86,18 +86,10 @@ def read_eval_curve(workdir: str, metric: str) -> dict[int, float]:
 
   A line that does not parse (a run killed while writing) is skipped.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
   curve = {}
-  if not os.path.exists(path):
-    return curve
-  with open(path) as f:
-    for line in f:
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if rec.get("kind") == "eval" and rec.get(metric) is not None:
-        curve[int(rec["step"])] = float(rec[metric])
+  for rec in metric_writer.read_metrics(os.path.join(workdir, "metrics.jsonl")):
+    if rec["kind"] == "eval" and isinstance(rec.get(metric), (int, float)):
+      curve[rec["step"]] = float(rec[metric])
   return curve
 
 

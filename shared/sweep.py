@@ -13,8 +13,9 @@ Named sweeps (`SWEEPS` below is the one place to add or change one):
 
 Every run is a plain `python launch.py --config=... --workdir=...` subprocess run from the repo
 root, so a sweep is nothing but the commands you would type, in order:
-  * a run whose workdir holds `eval.json` is finished and skipped (even if `--extra` changed
-    since: report.py then shows the mismatch as separate rows);
+  * a run whose workdir holds `eval.json` and the final checkpoint it names is finished and
+    skipped (even if `--extra` changed since: report.py then shows the mismatch as separate
+    rows);
   * any other run is launched; launch.py resumes from the workdir's checkpoint by itself;
   * a failed run is reported and the sweep goes on; the exit code is 1 if any run failed (or
     could not start because a run it needs failed);
@@ -31,6 +32,7 @@ import dataclasses
 import fnmatch
 import functools
 import importlib
+import json
 import os
 import shlex
 import subprocess
@@ -194,7 +196,15 @@ def check_configs(runs: Sequence[Run]) -> None:
 
 
 def has_eval(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, EVAL_JSON))
+  """Finished: eval.json is there and names a step whose checkpoint is committed. (A run writes
+  eval.json only after its final checkpoint; one whose checkpoint has since gone, or whose
+  eval.json is unreadable, is not finished: launching it again resumes or retrains it.)"""
+  try:
+    with open(os.path.join(workdir, EVAL_JSON)) as f:
+      step = json.load(f)["step"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return False
+  return os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
 
 
 def status(run: Run) -> str:

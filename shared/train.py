@@ -32,6 +32,7 @@ from shared import plotting
 from shared import preemption
 from shared import sharding
 from shared import validate
+from shared import workdir_lock
 from shared.task import Task
 
 State = dict[str, Any]
@@ -40,11 +41,11 @@ State = dict[str, Any]
 def load_task(config) -> Task:
   """`config.task` names a module with `build_task(config)`; the launcher needs no change per family."""
   if not config.task:
-    raise ValueError("config.task is empty; it must name a module such as 'unet.task'")
+    raise errors.ConfigError("task is empty; it must name a module such as 'unet.task'")
   try:
     module = importlib.import_module(config.task)
   except ModuleNotFoundError as e:
-    raise ValueError(f"config.task={config.task!r}: no such module ({e})") from e
+    raise errors.ConfigError(f"task={config.task!r}: no such module ({e})") from e
   return module.build_task(config)
 
 
@@ -188,29 +189,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
   validate.check_common(config)
   task = load_task(config)   # task-specific config checks happen here, before any compile
   _ensure_writable(workdir)
-  ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
-  writer = metric_writer.MetricWriter(workdir)
-  failed = True
+  # One run per workdir, for the whole run (shared/workdir_lock.py).
+  lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   try:
-    result = _run(config, workdir, task, ckpt, writer)
-    failed = False
-    return result
-  finally:
-    writer.close()   # also on errors: no open files left in the workdir
-    # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
+    stores = task.load_data(config)   # before anything is written: its errors leave no trace
+    data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+    ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+    writer = metric_writer.MetricWriter(workdir)
+    failed = True
     try:
-      ckpt.close()
-    except errors.WorkdirError:
-      if not failed:
-        raise
+      result = _run(config, workdir, task, stores, ckpt, writer)
+      failed = False
+      return result
+    finally:
+      writer.close()   # also on errors: no open files left in the workdir
+      # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
+      try:
+        ckpt.close()
+      except errors.WorkdirError:
+        if not failed:
+          raise
+  finally:
+    lock.release()
 
 
-def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
+def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer,
          writer: metric_writer.MetricWriter) -> dict:
   mesh = sharding.make_mesh()
   pidx, pcount = jax.process_index(), jax.process_count()
 
-  train_store, eval_store = task.load_data(config)
+  train_store, eval_store = stores
   batch_size = config.train.batch_size
   spe = data.steps_per_epoch(len(train_store), batch_size)
   total_steps = spe * config.train.num_epochs
@@ -330,12 +338,14 @@ def _run(config, workdir: str, task: Task, ckpt: checkpoint.Checkpointer,
       "skipped_eval_examples": eval_store.num_skipped,
       "config": json.loads(config.to_json_best_effort()),
   }
+  # A run is finished when its final checkpoint is committed: only then eval.json, then the
+  # pictures (a run killed before this line has no eval.json and resumes from that checkpoint).
+  ckpt.wait()
   _write_json(os.path.join(workdir, "eval.json"), result)
   if pidx == 0:
     task.write_pictures(variables_of(state), eval_store, workdir,
                         jax.random.fold_in(jax.random.key(config.seed), 0x5EED))
     plotting.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
                          eval_keys=task.curve_metrics)
-  ckpt.wait()
   logging.info("wrote %s", os.path.join(workdir, "eval.json"))
   return result

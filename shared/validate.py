@@ -6,6 +6,7 @@ Each failure is one `ConfigError` line: the field, its value, and what is allowe
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 import jax
@@ -34,9 +35,9 @@ def check_common(config) -> None:
                 "train.log_every_steps", "train.eval_every_epochs",
                 "train.checkpoint_every_steps", "train.max_to_keep"):
     _positive_int(_get(config, field), field)
-  lr = config.optimizer.learning_rate
-  if not isinstance(lr, (int, float)) or not lr > 0:
-    raise ConfigError(f"optimizer.learning_rate={lr!r}: must be a positive number")
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+    raise ConfigError(f"seed={config.seed!r}: must be an integer >= 0")
+  _check_optimizer(config.optimizer)
   n = jax.device_count()
   for field in ("train.batch_size", "eval.batch_size"):
     value = _get(config, field)
@@ -49,6 +50,28 @@ def check_common(config) -> None:
   impl = config.get("model", {}).get("conv_impl", "auto")
   if impl not in layers.IMPLS:
     raise ConfigError(f"model.conv_impl={impl!r}; allowed: {layers.IMPLS}")
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("warmup_cosine", "constant")
+
+
+def _check_optimizer(opt) -> None:
+  lr = opt.learning_rate
+  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not lr > 0:
+    raise ConfigError(f"optimizer.learning_rate={lr!r}: must be a finite positive number")
+  if opt.name not in OPTIMIZERS:
+    raise ConfigError(f"optimizer.name={opt.name!r}; allowed: {OPTIMIZERS}")
+  if opt.schedule not in SCHEDULES:
+    raise ConfigError(f"optimizer.schedule={opt.schedule!r}; allowed: {SCHEDULES}")
+  ranges = {"warmup_epochs": (0, math.inf), "end_lr_fraction": (0, 1),
+            "grad_clip_norm": (0, math.inf), "weight_decay": (0, math.inf),
+            "momentum": (0, 1)}
+  for name, (low, high) in ranges.items():
+    value = opt.get(name, low)
+    if not isinstance(value, (int, float)) or not low <= value <= high or math.isnan(value):
+      what = "a number >= 0" if high == math.inf else f"a number in [{low}, {high}]"
+      raise ConfigError(f"optimizer.{name}={value!r}: must be {what}")
 
 
 def _get(config, dotted: str):

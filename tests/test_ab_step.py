@@ -21,6 +21,14 @@ def test_parse_arm_splits_overrides_from_compile_options():
                      "xla_cpu_n": 3}
 
 
+def test_parse_arm_keeps_tuple_values_whole():
+  name, overrides, options = ab_step.parse_arm(
+      "wide:model.features=(24,64,256,256),model.stem=conv,--xla_cpu_foo=true")
+  assert name == "wide"
+  assert overrides == {"model.features": (24, 64, 256, 256), "model.stem": "conv"}
+  assert options == {"xla_cpu_foo": True}
+
+
 @pytest.mark.parametrize("bad, message", [("noname", "expected NAME:ITEMS"),
                                           (":x=1", "expected NAME:ITEMS"),
                                           ("a:--xla_cpu_flag", "needs =VALUE"),

@@ -225,13 +225,3 @@ def test_cvae_mirror_random_view_is_a_shifted_crop():
   for i in range(2):
     assert torch.equal(flipped[i], images[i]) or torch.equal(flipped[i], images[i].flip(2))
 
-
-def test_ab_step_arms_keep_tuple_values_whole():
-  from benchmarks import ab_step  # pylint: disable=g-import-not-at-top
-  name, overrides, options = ab_step.parse_arm(
-      "wide:model.features=(24,64,256,256),model.stem=conv,--xla_cpu_foo=true")
-  assert name == "wide"
-  assert overrides == {"model.features": (24, 64, 256, 256), "model.stem": "conv"}
-  assert options == {"xla_cpu_foo": True}
-  with pytest.raises(ValueError, match="NAME:ITEMS"):
-    ab_step.parse_arm("no_colon")

@@ -61,3 +61,8 @@ def test_bad_modifier_value_is_named():
     config_args.parse_config_arg("x,res=big", "x", {"res": 0})
   with pytest.raises(ValueError, match="modifier 'cpu' takes true/false"):
     config_args.parse_config_arg("x,cpu=maybe", "x", {"cpu": False})
+  # 0 is not "not given": epochs=0, a negative resolution or seed are refused by name.
+  for arg, name in (("mp_tr_bce,epochs=0", "epochs"), ("mp_tr_bce,res=-64", "res"),
+                    ("mp_tr_bce,seed=-1", "seed")):
+    with pytest.raises(ValueError, match=f"modifier '{name}' must be at least"):
+      unet.get_config(arg)

@@ -32,8 +32,17 @@ def _assert_same_params(a, b):
 
 @pytest.mark.parametrize("field,value,message", [
     ("data.image_size", 34, r"data.image_size=34 is not divisible by 2\*\*model.depth = 4"),
-    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0: must be a positive number"),
-    ("optimizer.learning_rate", -1e-3, r"optimizer.learning_rate=-0.001: must be a positive"),
+    ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0: must be a finite positive"),
+    ("optimizer.learning_rate", float("inf"), r"optimizer.learning_rate=inf: must be a finite"),
+    ("optimizer.name", "lion", r"optimizer.name='lion'; allowed"),
+    ("optimizer.schedule", "step", r"optimizer.schedule='step'; allowed"),
+    ("optimizer.warmup_epochs", -1.0, r"optimizer.warmup_epochs=-1.0: must be a number >= 0"),
+    ("optimizer.grad_clip_norm", -1.0, r"optimizer.grad_clip_norm=-1.0: must be a number >= 0"),
+    ("optimizer.end_lr_fraction", 2.0, r"optimizer.end_lr_fraction=2.0: must be a number in"),
+    ("seed", -1, r"seed=-1: must be an integer >= 0"),
+    ("task", "unet.nope", r"task='unet.nope': no such module"),
+    ("train.batch_size", 4096, r"train.batch_size=4096: the train split has only"),
+    ("optimizer.learning_rate", -1e-3, r"optimizer.learning_rate=-0.001: must be a finite"),
     ("train.batch_size", 0, r"train.batch_size=0: must be a positive integer"),
     ("eval.batch_size", -4, r"eval.batch_size=-4: must be a positive integer"),
     ("train.num_epochs", 0, r"train.num_epochs=0: must be a positive integer"),
@@ -69,6 +78,8 @@ def test_cli_config_mistakes_give_one_clear_line(tmp_path, tfds_dir):
       (["--config=configs/unet.py:mp_tr_bce,gpu"], "unknown modifier 'gpu'"),
       (["--config=configs/unet.py:mp_tr_bce", "--config.train.batch_size=ten"],
        "--config.train.batch_size=ten"),
+      (["--config=configs/nope.py:mp_tr_bce"],
+       "--config=configs/nope.py:mp_tr_bce: [Errno 2] No such file or directory"),
   ]
   for args, expected in cases:
     proc = _launch([*args, f"--workdir={tmp_path}"], {"TFDS_DATA_DIR": tfds_dir})
@@ -236,3 +247,19 @@ def test_full_disk_is_a_clear_error(tfds_dir, tmp_path):
       train.train_and_evaluate(tiny_unet_config(tfds_dir), str(mount / "run"))
   finally:
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_bad_lines_in_metrics_jsonl_are_skipped_by_plots_and_reports(tmp_path, caplog):
+  from shared import metric_writer, plotting, report_plots  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "metrics.jsonl"
+  good = [{"kind": "train", "step": 2, "loss": 1.0}, {"kind": "eval", "step": 2, "dice": 0.5},
+          {"kind": "train", "step": 4, "loss": 0.5}, {"kind": "eval", "step": 4, "dice": 0.6}]
+  lines = [json.dumps(good[0]), json.dumps(good[1]), "[1, 2]", "\x00\xff garbage",
+           json.dumps(good[2]), json.dumps(good[3]), '{"kind": "eval", "step": 6, "di']
+  path.write_text("\n".join(lines))
+  with caplog.at_level("WARNING"):
+    assert metric_writer.read_metrics(str(path)) == good
+  assert "skipped 3 line(s) that are not metric records (line 3, 4, 7)" in caplog.text
+  assert report_plots.read_eval_curve(str(tmp_path), "dice") == {2: 0.5, 4: 0.6}
+  plotting.plot_curves(str(path), str(tmp_path / "curves.png"), eval_keys=("dice",))
+  assert (tmp_path / "curves.png").stat().st_size > 0

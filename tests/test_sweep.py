@@ -14,10 +14,11 @@ from shared import sweep
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def finish(workdir):
-  os.makedirs(workdir, exist_ok=True)
+def finish(workdir, step=8):
+  """What a finished run leaves: its final checkpoint, then eval.json naming that step."""
+  os.makedirs(os.path.join(workdir, "checkpoints", str(step)), exist_ok=True)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump({"task": "unet.task"}, f)
+    json.dump({"task": "unet.task", "step": step}, f)
 
 
 class FakeLauncher:
@@ -118,8 +119,15 @@ def test_status(tmp_path):
   assert sweep.status(run) == "new"               # an empty checkpoint folder resumes nothing
   os.makedirs(tmp_path / "w" / "checkpoints" / "100")
   assert sweep.status(run) == "resume"
-  finish(run.workdir)
+  finish(run.workdir, step=100)
   assert sweep.status(run) == "done"
+  # eval.json naming a step whose checkpoint is gone, or unreadable: not finished.
+  with open(os.path.join(run.workdir, "eval.json"), "w") as f:
+    json.dump({"step": 200}, f)
+  assert sweep.status(run) == "resume"
+  with open(os.path.join(run.workdir, "eval.json"), "w") as f:
+    f.write('{"step": 1')
+  assert sweep.status(run) == "resume"
 
 
 def test_runs_missing_only_and_keeps_going_after_a_failure(tmp_path):
@@ -198,8 +206,8 @@ workdir = next(a.split("=", 1)[1] for a in args if a.startswith("--workdir="))
 print("fake training in", workdir)
 if "mp_tr_dice" in workdir and os.environ.get("FAKE_FAIL"):
   sys.exit(5)
-os.makedirs(workdir, exist_ok=True)
-open(os.path.join(workdir, "eval.json"), "w").write("{{}}")
+os.makedirs(os.path.join(workdir, "checkpoints", "8"), exist_ok=True)
+open(os.path.join(workdir, "eval.json"), "w").write('{{"step": 8}}')
 """
 
 
