@@ -2,13 +2,22 @@
 
 orbax writes each step into a temporary folder and renames it only once complete, so a run
 killed mid-write leaves no half checkpoint under a step name, and old steps are deleted
-(`max_to_keep`) only after a newer one is committed. A step folder that is damaged anyway
-(truncated or deleted files) fails to restore: it is moved aside to `checkpoints_damaged/`,
-with a warning, and the next older step is tried.
+(`max_to_keep`) only after a newer one is committed. On top of that:
+
+  * every committed step gets a SHA-256 of each of its files (`checkpoints_sha256/STEP.json`,
+    written once the step is committed); restore checks them, so flipped bytes are caught
+    before they reach training;
+  * a step that is damaged (a checksum differs, files are truncated or missing, the folder is
+    empty or was never committed) is moved aside to `checkpoints_damaged/`, with a warning
+    naming the step and the reason, and the next older step is tried. Only that step moves;
+  * a step whose arrays do not have this config's shapes is not damage but another model:
+    the run stops with one line naming the differing shapes and moves nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -18,7 +27,40 @@ import jax
 import orbax.checkpoint as ocp
 
 from shared import errors
-from shared.errors import WorkdirError
+from shared import files
+from shared.errors import ConfigError, WorkdirError
+
+# orbax writes this file into a step folder as part of its commit.
+_COMMIT_MARKER = "_CHECKPOINT_METADATA"
+
+
+class _Damaged(Exception):
+  """A step that cannot be trusted; the message says why."""
+
+
+def file_digests(folder: str) -> dict[str, str]:
+  """Relative path -> SHA-256 of every file under `folder`."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+      out[os.path.relpath(path, folder)] = digest.hexdigest()
+  return out
+
+
+def shape_differences(saved_metadata, template) -> list[str]:
+  """`path: saved shape -> this config's shape` for every array that differs (or exists on one
+  side only)."""
+  def by_path(tree):   # orbax's own serialised form: namedtuples and tuples as it saves them
+    flat = ocp.tree.to_flat_dict(tree)
+    return {"/".join(map(str, k)): tuple(getattr(v, "shape", ())) for k, v in flat.items()}
+  saved, wanted = by_path(saved_metadata), by_path(ocp.tree.serialize_tree(template))
+  return [f"{k}: {saved.get(k, 'absent')} -> {wanted.get(k, 'absent')}"
+          for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
 
 
 class Checkpointer:
@@ -27,54 +69,126 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.damaged_directory = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.digest_directory = os.path.abspath(os.path.join(workdir, "checkpoints_sha256"))
+    self._max_to_keep = max_to_keep
+    self._in_flight: int | None = None    # the step of the save still being written, if any
+    # Step folders orbax never committed (an empty or half-created folder) confuse its
+    # manager about every other step: move them aside before it looks.
+    if os.path.isdir(self.directory):
+      for name in sorted(os.listdir(self.directory)):
+        folder = os.path.join(self.directory, name)
+        if name.isdigit() and not os.path.exists(os.path.join(folder, _COMMIT_MARKER)):
+          self._move_aside(int(name), f"never committed: no {_COMMIT_MARKER} in it")
+    self._manager = self._new_manager()
+
+  def _new_manager(self):
+    return ocp.CheckpointManager(
+        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def restore_latest(self, template):
-    """Newest restorable state laid out like `template` (shapes, dtypes, shardings), or None."""
+    """Newest restorable state laid out like `template` (shapes, dtypes, shardings), or None.
+
+    Raises ConfigError, moving nothing, when a step holds arrays of other shapes.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-      except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        self._quarantine(step, e)
+        self._verify(step)
+        try:
+          metadata = self._manager.item_metadata(step)
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+          raise _Damaged(f"its metadata cannot be read ({_describe(e)})") from e
+        diffs = shape_differences(metadata, template) if metadata is not None else []
+        if diffs:
+          raise ConfigError(
+              f"checkpoint step {step} in {self.directory} holds a model of other shapes than "
+              f"this config's ({'; '.join(diffs[:4])}{'; ...' if len(diffs) > 4 else ''}); "
+              f"nothing was moved. Train this config in another --workdir")
+        try:
+          return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+          raise _Damaged(_describe(e)) from e
+      except _Damaged as e:
+        self._move_aside(step, str(e))
+        self._manager.close()
+        self._manager = self._new_manager()   # a fresh view: the old one cached that step
     return None
 
-  def _quarantine(self, step: int, error: BaseException) -> None:
-    cause = errors.root_cause(error)
-    dest = os.path.join(self.damaged_directory, f"{step}-{int(time.time())}")
+  def _verify(self, step: int) -> None:
+    """Raises _Damaged when a file of `step` differs from its recorded SHA-256."""
+    path = os.path.join(self.digest_directory, f"{step}.json")
+    if not os.path.exists(path):
+      logging.info("checkpoint step %d has no recorded checksums (the run ended before they "
+                   "were written); restoring it unchecked", step)
+      return
+    try:
+      with open(path) as f:
+        recorded = json.load(f)
+    except (OSError, ValueError) as e:
+      raise _Damaged(f"its checksum file {path} is unreadable ({e})") from e
+    actual = file_digests(os.path.join(self.directory, str(step)))
+    for name, digest in sorted(recorded.items()):
+      if name not in actual:
+        raise _Damaged(f"file {name} is missing")
+      if actual[name] != digest:
+        raise _Damaged(f"file {name} differs from its SHA-256 recorded at save time")
+
+  def _record_digests(self) -> None:
+    """Checksums for committed steps that lack them; drops those of deleted steps."""
+    if jax.process_index() != 0:
+      return
+    steps = set(self._manager.all_steps())
+    os.makedirs(self.digest_directory, exist_ok=True)
+    for name in os.listdir(self.digest_directory):
+      stem = name.removesuffix(".json")
+      if stem.isdigit() and int(stem) not in steps:
+        os.remove(os.path.join(self.digest_directory, name))
+    for step in steps:
+      path = os.path.join(self.digest_directory, f"{step}.json")
+      if not os.path.exists(path):
+        files.write_json(path, file_digests(os.path.join(self.directory, str(step))))
+
+  def _move_aside(self, step: int, reason: str) -> None:
+    stamp = int(time.time())
+    dest = os.path.join(self.damaged_directory, f"{step}-{stamp}")
     if jax.process_index() == 0:
       os.makedirs(self.damaged_directory, exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), dest)
-    logging.warning("checkpoint step %d in %s is damaged (%s: %s); moved it to %s and trying "
-                    "the next older one", step, self.directory, type(cause).__name__,
-                    str(cause)[:200], dest)
-    self._manager.reload()
+      digest = os.path.join(self.digest_directory, f"{step}.json")
+      if os.path.exists(digest):
+        shutil.move(digest, os.path.join(dest, "sha256.json"))
+    logging.warning("checkpoint step %d in %s is damaged (%s); moved it to %s and trying the "
+                    "next older one", step, self.directory, reason[:300], dest)
 
   def save(self, step: int, state) -> None:
     """Starts an asynchronous save; an existing checkpoint for `step` is left as it is."""
     if step in self._manager.all_steps():
       return
+    # orbax skips a save while the previous one is still being written; the previous one has
+    # had a whole checkpoint interval to finish, so waiting for it here costs ~nothing and
+    # guarantees that every requested step (e.g. the preemption step) is written. Its errors
+    # (a full disk) are reported as its own step's.
+    self.wait()
     try:
-      # orbax skips a save while the previous one is still being written; the previous one has
-      # had a whole checkpoint interval to finish, so waiting for it here costs ~nothing and
-      # guarantees that every requested step (e.g. the preemption step) is written.
-      self._manager.wait_until_finished()
       saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception as e:
       raise self._write_error(step, e) from e
+    self._in_flight = step
     if not saved:
       raise RuntimeError(f"orbax declined to save checkpoint step {step} in {self.directory}")
 
   def wait(self) -> None:
+    """Blocks until saves in flight are committed (and checksummed)."""
     try:
       self._manager.wait_until_finished()
+      self._record_digests()
     except Exception as e:
-      raise self._write_error(None, e) from e
+      raise self._write_error(self._in_flight, e) from e
+    self._in_flight = None
 
   def _write_error(self, step, e: BaseException) -> WorkdirError:
     cause = errors.root_cause(e)
@@ -84,7 +198,13 @@ class Checkpointer:
 
   def close(self) -> None:
     """Waits for saves in flight to commit, then releases orbax's threads."""
+    self.wait()
     try:
       self._manager.close()
     except Exception as e:
       raise self._write_error(None, e) from e
+
+
+def _describe(e: BaseException) -> str:
+  cause = errors.root_cause(e)
+  return f"{type(cause).__name__}: {str(cause)[:200]}"

@@ -205,8 +205,11 @@ def _biggest_file(folder):
   return max(files, key=os.path.getsize)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
-def test_damaged_latest_checkpoint_falls_back_to_newest_good(finished, tmp_path, damage, caplog):
+@pytest.mark.parametrize("damage, reason", [
+    ("truncate", ""), ("delete", ""),
+    ("flip", "differs from its SHA-256 recorded at save time")])
+def test_damaged_latest_checkpoint_falls_back_to_newest_good(finished, tmp_path, damage, reason,
+                                                             caplog):
   config, workdir, result = finished
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
@@ -215,16 +218,51 @@ def test_damaged_latest_checkpoint_falls_back_to_newest_good(finished, tmp_path,
   if damage == "truncate":
     with open(victim, "r+b") as f:
       f.truncate(os.path.getsize(victim) // 3)
-  else:
+  elif damage == "delete":
     os.remove(victim)
+  else:       # a few KB of flipped bytes inside the file, its size unchanged
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      chunk = f.read(4096)
+      f.seek(-len(chunk), os.SEEK_CUR)
+      f.write(bytes(b ^ 0xFF for b in chunk))
   again = train.train_and_evaluate(config, broken)
-  assert "checkpoint step 8" in caplog.text and "is damaged" in caplog.text
+  assert "checkpoint step 8" in caplog.text and "is damaged" in caplog.text and reason in caplog.text
   moved = os.listdir(os.path.join(broken, "checkpoints_damaged"))
   assert len(moved) == 1 and moved[0].startswith("8-")      # kept for inspection, not deleted
   assert again["step"] == 8                                  # retrained 4 -> 8 from step 4
   for key in ("dice", "iou", "pixel_accuracy"):
     assert again[key] == result[key]
   _assert_same_params(_restore_params(workdir), _restore_params(broken))
+
+
+def test_an_empty_step_folder_is_the_only_one_moved(finished, tmp_path, caplog):
+  config, workdir, _ = finished
+  run = str(tmp_path / "run")
+  shutil.copytree(workdir, run)
+  os.remove(os.path.join(run, "eval.json"))
+  os.makedirs(os.path.join(run, "checkpoints", "12"))         # half-created by a crash
+  again = train.train_and_evaluate(config, run)
+  assert again["step"] == 8                                     # resumed from 8: nothing to do
+  assert [m.split("-")[0] for m in os.listdir(os.path.join(run, "checkpoints_damaged"))] == ["12"]
+  assert "never committed" in caplog.text
+  assert sorted(os.listdir(os.path.join(run, "checkpoints")), key=int) == ["4", "8"]
+
+
+def test_a_checkpoint_of_other_shapes_is_refused_and_nothing_moves(finished, tmp_path):
+  config, workdir, _ = finished
+  run = str(tmp_path / "run")
+  shutil.copytree(workdir, run)
+  os.remove(os.path.join(run, "config.json"))     # no config to compare: only the shapes tell
+  wider = config.copy_and_resolve_references()
+  wider.model.base_features = 8
+  with pytest.raises(errors.ConfigError) as err:
+    train.train_and_evaluate(wider, run)
+  msg = str(err.value)
+  assert "checkpoint step 8" in msg and "holds a model of other shapes" in msg
+  assert ": (16,) -> (32,)" in msg and "another --workdir" in msg
+  assert not os.path.exists(os.path.join(run, "checkpoints_damaged"))
+  assert sorted(os.listdir(os.path.join(run, "checkpoints")), key=int) == ["4", "8"]
 
 
 # ---------------------------------------------------------------- workdir problems
