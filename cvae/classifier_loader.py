@@ -7,7 +7,6 @@ state (batch-norm statistics); the optimizer state is not restored.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -17,7 +16,8 @@ import orbax.checkpoint as ocp
 
 from cvae import input_pipeline
 from cvae import models
-from shared.errors import UserFacingError
+from shared import files
+from shared.errors import UserFacingError, WorkdirError
 
 
 class ClassifierNotFoundError(UserFacingError, FileNotFoundError):
@@ -38,8 +38,10 @@ def load_classifier(workdir: str, dataset: str):
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     _fail(f"eval.classifier_workdir={workdir!r} has no config.json (no classifier run there)")
-  with open(config_path) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
+  try:
+    cfg = ml_collections.ConfigDict(files.read_json(config_path))
+  except WorkdirError as e:
+    _fail(f"eval.classifier_workdir={workdir!r}: {e}")
   if cfg.get("task") != "cvae.classifier_task":
     _fail(f"eval.classifier_workdir={workdir!r} holds a {cfg.get('task')!r} run, not a "
           f"classifier (task 'cvae.classifier_task')")

@@ -12,6 +12,8 @@ from typing import Any, Callable, IO
 
 import numpy as np
 
+from shared.errors import WorkdirError
+
 
 def write_atomic(path: str, write: Callable[[IO], None], mode: str = "w") -> None:
   """Calls `write(f)` on a temporary file next to `path`, then renames it to `path`."""
@@ -32,3 +34,13 @@ def write_json(path: str, obj: Any) -> None:
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
   """Compressed `.npz`."""
   write_atomic(path, lambda f: np.savez_compressed(f, **arrays), mode="wb")
+
+
+def read_json(path: str) -> Any:
+  """The JSON in `path`; a file that does not parse is a WorkdirError naming it."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise WorkdirError(f"{path} is not valid JSON ({e}); move it away, or use another "
+                       f"--workdir") from None

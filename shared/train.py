@@ -174,8 +174,7 @@ def _load_config_guard(config, workdir: str, has_checkpoint: bool) -> None:
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if has_checkpoint and os.path.exists(path):
-    with open(path) as f:
-      validate.check_resume(json.load(f), current, workdir)
+    validate.check_resume(files.read_json(path), current, workdir)
   if config.mode == "train":
     _write_json(path, current)
 
@@ -327,8 +326,10 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
                   else prior_train_s + time.time() - clock.start)
   images_per_s = (clock.steady_steps * batch_size / clock.steady_s if clock.steady_s else None)
   if images_per_s is None and os.path.exists(os.path.join(workdir, "eval.json")):
-    with open(os.path.join(workdir, "eval.json")) as f:  # eval-only: keep the training figure
-      images_per_s = json.load(f).get("images_per_s")
+    try:   # eval-only: keep the training figure of the eval.json this one replaces
+      images_per_s = files.read_json(os.path.join(workdir, "eval.json")).get("images_per_s")
+    except (errors.WorkdirError, AttributeError) as e:
+      logging.warning("previous eval.json unreadable, its images_per_s is not kept: %s", e)
   result = {
       "variant": config.variant, "task": config.task, **final_metrics,
       "num_params": n_params, "num_eval_examples": len(eval_store), "step": step,

@@ -301,3 +301,23 @@ def test_bad_lines_in_metrics_jsonl_are_skipped_by_plots_and_reports(tmp_path, c
   assert report_plots.read_eval_curve(str(tmp_path), "dice") == {2: 0.5, 4: 0.6}
   plotting.plot_curves(str(path), str(tmp_path / "curves.png"), eval_keys=("dice",))
   assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_garbled_json_in_the_workdir_is_named(finished, tmp_path):
+  config, workdir, _ = finished
+  run = str(tmp_path / "run")
+  shutil.copytree(workdir, run)
+  with open(os.path.join(run, "config.json"), "w") as f:
+    f.write('{"task": "unet.ta')
+  with pytest.raises(errors.WorkdirError, match=r"run/config.json is not valid JSON .*move it away"):
+    train.train_and_evaluate(config, run)
+  # A garbled eval.json from before is replaced by the eval-only run, with a warning.
+  shutil.copy(os.path.join(workdir, "config.json"), os.path.join(run, "config.json"))
+  with open(os.path.join(run, "eval.json"), "w") as f:
+    f.write("\x00garbage")
+  eval_config = config.copy_and_resolve_references()
+  eval_config.mode = "eval"
+  result = train.train_and_evaluate(eval_config, run)
+  assert result["step"] == 8 and result["images_per_s"] is None
+  with open(os.path.join(run, "eval.json")) as f:
+    assert json.load(f)["step"] == 8
