@@ -88,6 +88,9 @@ def main(argv):
     kind = "preempted" if isinstance(e, errors.Preempted) else "error"
     print(f"{kind}: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
+  except KeyboardInterrupt:   # Ctrl-C before the run's own signal handling was installed
+    print("interrupted: stopped before the run started; nothing was written", file=sys.stderr)
+    sys.exit(128 + 2)
 
 
 if __name__ == "__main__":

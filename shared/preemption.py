@@ -2,7 +2,8 @@
 
 Cloud TPU VMs are preempted with SIGTERM; Ctrl-C sends SIGINT. Instead of dying mid-step, the
 loop sees `requested`, commits a checkpoint of the current step and exits with a message saying
-how to resume. A second signal of the same kind falls through to the default action (so a
+how to resume. The guard covers the whole run: a signal while data loads or the step compiles,
+during an eval or before the pictures ends the run at the next such boundary, the same way. A second signal of the same kind falls through to the default action (so a
 second Ctrl-C still stops a run that hangs).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
+
+from shared import errors
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -28,6 +31,11 @@ class PreemptionGuard:
   @property
   def signal_name(self) -> str:
     return signal.Signals(self.signum).name if self.signum else ""
+
+  def stop_if_requested(self, what: str) -> None:
+    """Raises Preempted ("received SIGTERM <what>") if a signal has arrived."""
+    if self.requested:
+      raise errors.Preempted(f"received {self.signal_name} {what}", self.signum)
 
   def _handle(self, signum, frame):
     del frame

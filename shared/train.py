@@ -122,11 +122,14 @@ class _Clock:
 
 
 def evaluate(task: Task, eval_step, state: State, store: data.ExampleStore, batch_size: int,
-             mesh) -> dict[str, float]:
-  """Runs the whole eval split once and turns the summed arrays into metrics."""
+             mesh, stop=lambda: False) -> dict[str, float] | None:
+  """Runs the whole eval split once and turns the summed arrays into metrics; None when
+  `stop()` became true between batches (a signal: the run is about to save and exit)."""
   outs = []
   for batch in data.eval_batches(store, batch_size, task.image_keys, jax.process_index(),
                                  jax.process_count()):
+    if stop():
+      return None
     outs.append(eval_step(variables_of(state), sharding.to_global(batch, mesh)))
   host = jax.device_get(outs)
   sums = {k: np.sum([np.asarray(o[k], np.float64 if np.asarray(o[k]).dtype.kind == "f"
@@ -190,14 +193,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _ensure_writable(workdir)
   # One run per workdir, for the whole run (shared/workdir_lock.py).
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
+  guard = preemption.PreemptionGuard()
   try:
+    guard.__enter__()   # SIGTERM / Ctrl-C from here on end the run at the next boundary
     stores = task.load_data(config)   # before anything is written: its errors leave no trace
     data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+    guard.stop_if_requested("while loading data; nothing was written. Re-run the same "
+                            "command to start")
     ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
     writer = metric_writer.MetricWriter(workdir)
     failed = True
     try:
-      result = _run(config, workdir, task, stores, ckpt, writer)
+      result = _run(config, workdir, task, stores, ckpt, writer, guard)
       failed = False
       return result
     finally:
@@ -209,11 +216,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if not failed:
           raise
   finally:
+    guard.__exit__(None, None, None)
     lock.release()
 
 
 def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer,
-         writer: metric_writer.MetricWriter) -> dict:
+         writer: metric_writer.MetricWriter, guard: preemption.PreemptionGuard) -> dict:
   mesh = sharding.make_mesh()
   pidx, pcount = jax.process_index(), jax.process_count()
 
@@ -249,8 +257,13 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   clock = _Clock()
 
   def run_eval():
+    """The eval's metrics, or None when a signal cut it short."""
     logging.info("evaluating at step %d", step)
-    metrics = evaluate(task, eval_step, state, eval_store, config.eval.batch_size, mesh)
+    metrics = evaluate(task, eval_step, state, eval_store, config.eval.batch_size, mesh,
+                       stop=lambda: guard.requested)
+    if metrics is None:
+      logging.info("eval at step %d interrupted by %s", step, guard.signal_name)
+      return None
     writer.write("eval", step, metrics)
     logging.info("eval at step %d: %s", step,
                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -269,59 +282,65 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
     on_device, fetched = [], []   # (step, metrics) not yet fetched / fetched, not yet logged
     steps_timed, timing_started = 0, False
     it = train_iter(step)
-    with preemption.PreemptionGuard() as guard:
-      while step < total_steps:
-        batch = sharding.to_global(next(it), mesh)
-        state, metrics = train_step(state, batch)
-        step += 1
-        on_device.append((step, metrics))
-        if not timing_started:
-          jax.block_until_ready(metrics)  # the first step includes compilation: not timed
-          logging.info("first step (incl. compile) took %.1fs", time.time() - clock.start)
-          timing_started = True
-          clock.resume()
-        else:
-          steps_timed += 1
-        # One read of the signal flag per step: a signal arriving later in this iteration is
-        # honoured at the next step, never half (raised without the save).
-        preempt = guard.requested
-        is_log = step % config.train.log_every_steps == 0 or step == total_steps
-        is_eval = (step % spe == 0 and (step // spe) % config.train.eval_every_epochs == 0
-                   or step == total_steps)
-        is_save = (step % config.train.checkpoint_every_steps == 0 or step == total_steps
-                   or preempt)
-        if is_log or is_save or is_eval:
-          # The only host syncs: every log / eval / checkpoint, never every step.
-          fetched += [(s, m) for s, m in zip([s for s, _ in on_device],
-                                             jax.device_get([m for _, m in on_device]))]
-          on_device = []
-          clock.pause(steps_timed)
-          steps_timed = 0
-          _check_finite(fetched, ckpt)   # before any checkpoint of a broken state is written
-        if is_log:
-          means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
-          ips = clock.steady_steps * batch_size / max(clock.steady_s, 1e-9)
-          eta = (total_steps - step) * batch_size / max(ips, 1e-9)
-          writer.write("train", step, {**means, "images_per_s": ips})
-          logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
-                       total_steps, -(-step // spe), config.train.num_epochs, means["loss"],
-                       ips, _fmt_eta(eta))
-          fetched = []
-        if is_eval:
-          final_metrics = run_eval()
-        if is_save:
-          save()
-        if preempt:
-          ckpt.wait()
-          raise errors.Preempted(
-              f"received {guard.signal_name} at step {step}/{total_steps}: checkpoint committed "
-              f"to {ckpt.directory}. Re-run the same command to resume.", guard.signum)
-        if is_log or is_save or is_eval:
-          clock.resume()
+    while step < total_steps:
+      batch = sharding.to_global(next(it), mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      on_device.append((step, metrics))
+      if not timing_started:
+        jax.block_until_ready(metrics)  # the first step includes compilation: not timed
+        logging.info("first step (incl. compile) took %.1fs", time.time() - clock.start)
+        timing_started = True
+        clock.resume()
+      else:
+        steps_timed += 1
+      # One read of the signal flag per step: a signal arriving later in this iteration is
+      # honoured at the next step, never half (raised without the save).
+      preempt = guard.requested
+      is_log = step % config.train.log_every_steps == 0 or step == total_steps
+      is_eval = (step % spe == 0 and (step // spe) % config.train.eval_every_epochs == 0
+                 or step == total_steps)
+      is_save = (step % config.train.checkpoint_every_steps == 0 or step == total_steps
+                 or preempt)
+      if is_log or is_save or is_eval:
+        # The only host syncs: every log / eval / checkpoint, never every step.
+        fetched += [(s, m) for s, m in zip([s for s, _ in on_device],
+                                           jax.device_get([m for _, m in on_device]))]
+        on_device = []
+        clock.pause(steps_timed)
+        steps_timed = 0
+        _check_finite(fetched, ckpt)   # before any checkpoint of a broken state is written
+      if is_log:
+        means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+        ips = clock.steady_steps * batch_size / max(clock.steady_s, 1e-9)
+        eta = (total_steps - step) * batch_size / max(ips, 1e-9)
+        writer.write("train", step, {**means, "images_per_s": ips})
+        logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
+                     total_steps, -(-step // spe), config.train.num_epochs, means["loss"],
+                     ips, _fmt_eta(eta))
+        fetched = []
+      if is_eval:
+        final_metrics = run_eval()
+        preempt = preempt or guard.requested     # a signal during the eval counts now
+        is_save = is_save or preempt
+      if is_save:
+        save()
+      if preempt:
+        ckpt.wait()
+        raise errors.Preempted(
+            f"received {guard.signal_name} at step {step}/{total_steps}: checkpoint committed "
+            f"to {ckpt.directory}. Re-run the same command to resume.", guard.signum)
+      if is_log or is_save or is_eval:
+        clock.resume()
     clock.pause(steps_timed)
 
   if final_metrics is None:
     final_metrics = run_eval()
+  last = ckpt.latest_step()
+  guard.stop_if_requested(
+      f"during the eval at step {step}; " + (f"checkpoint step {last} is committed. Re-run the "
+                                              f"same command to finish" if last is not None
+                                              else "no checkpoint was written"))
   train_time_s = (float(state["train_time_s"]) if config.mode == "eval"
                   else prior_train_s + time.time() - clock.start)
   images_per_s = (clock.steady_steps * batch_size / clock.steady_s if clock.steady_s else None)
@@ -343,6 +362,8 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   # pictures (a run killed before this line has no eval.json and resumes from that checkpoint).
   ckpt.wait()
   _write_json(os.path.join(workdir, "eval.json"), result)
+  guard.stop_if_requested(f"after eval.json was written (step {step}); the pictures were not "
+                          f"drawn: --config.mode=eval draws them")
   if pidx == 0:
     task.write_pictures(variables_of(state), eval_store, workdir,
                         jax.random.fold_in(jax.random.key(config.seed), 0x5EED))

@@ -108,3 +108,46 @@ def test_killed_and_preempted_repeatedly_then_matches_uninterrupted(reference, t
 
   _run(workdir, tfds_dir)
   _assert_identical(reference, workdir)
+
+
+# ------------------------------------------ signals outside the train steps (in-process, exact)
+
+def _signal_when(monkeypatch, module, name, calls_before=0, signum=signal.SIGTERM):
+  """Wraps `module.name` so that its (calls_before + 1)-th call first sends this process a real
+  `signum`, the way a preemption lands in the middle of that phase."""
+  original, count = getattr(module, name), [0]
+
+  def wrapped(*args, **kwargs):
+    count[0] += 1
+    if count[0] == calls_before + 1:
+      os.kill(os.getpid(), signum)
+    return original(*args, **kwargs)
+  monkeypatch.setattr(module, name, wrapped)
+
+
+def test_signal_while_data_loads_ends_before_anything_is_written(tfds_dir, tmp_path,
+                                                                 monkeypatch):
+  from shared import data, errors, train  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_unet_config  # pylint: disable=g-import-not-at-top
+  _signal_when(monkeypatch, data, "steps_per_epoch", signum=signal.SIGINT)
+  with pytest.raises(errors.Preempted, match="received SIGINT while loading data; nothing was "
+                                             "written") as err:
+    train.train_and_evaluate(tiny_unet_config(tfds_dir), str(tmp_path))
+  assert err.value.exit_code == 128 + signal.SIGINT
+  assert sorted(os.listdir(tmp_path)) == [".lock"]
+
+
+def test_signal_during_the_final_eval_commits_and_the_rerun_finishes(tfds_dir, tmp_path,
+                                                                     monkeypatch):
+  from shared import data, errors, train  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_unet_config  # pylint: disable=g-import-not-at-top
+  config = tiny_unet_config(tfds_dir)        # 8 steps, evals after epochs 1 and 2
+  _signal_when(monkeypatch, data, "eval_batches", calls_before=1)      # the final eval
+  with pytest.raises(errors.Preempted, match=r"received SIGTERM at step 8/8: checkpoint "
+                                             r"committed"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path), 3).latest_step() == 8
+  assert not os.path.exists(tmp_path / "eval.json")
+  monkeypatch.undo()
+  assert train.train_and_evaluate(config, str(tmp_path))["step"] == 8
+  assert os.path.exists(tmp_path / "eval.json")
