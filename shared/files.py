@@ -16,12 +16,17 @@ from shared.errors import WorkdirError
 
 
 def write_atomic(path: str, write: Callable[[IO], None], mode: str = "w") -> None:
-  """Calls `write(f)` on a temporary file next to `path`, then renames it to `path`."""
+  """Calls `write(f)` on a temporary file next to `path`, then renames it to `path`. An OSError
+  (a full disk) becomes a WorkdirError naming `path`; the temporary file is removed."""
   tmp = path + ".tmp"
   try:
     with open(tmp, mode) as f:
       write(f)
     os.replace(tmp, path)
+  except OSError as e:
+    raise WorkdirError(f"could not write {path}: {e.strerror or e} (is the disk full or "
+                       f"read-only?); an earlier {os.path.basename(path)} is left as it was") \
+        from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -321,3 +321,20 @@ def test_garbled_json_in_the_workdir_is_named(finished, tmp_path):
   assert result["step"] == 8 and result["images_per_s"] is None
   with open(os.path.join(run, "eval.json")) as f:
     assert json.load(f)["step"] == 8
+
+
+def test_a_failed_atomic_write_names_the_file_and_leaves_no_tmp(tmp_path, monkeypatch):
+  from shared import files  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "eval.json")
+  files.write_json(path, {"step": 1})
+
+  def full_disk(obj, f, **kwargs):
+    f.write("{")
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(files.json, "dump", full_disk)
+  with pytest.raises(errors.WorkdirError, match=r"could not write .*eval.json: No space left on "
+                                                r"device .*an earlier eval.json is left"):
+    files.write_json(path, {"step": 2})
+  assert os.listdir(tmp_path) == ["eval.json"]              # no .tmp litter
+  with open(path) as f:
+    assert json.load(f) == {"step": 1}
