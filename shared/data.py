@@ -94,7 +94,12 @@ class ExampleStore:
           logging.warning("skipping: %s", e)
           self.skipped.append(i)
       if not decoded:
-        raise BadExampleError(f"{self.name}: none of the {total} examples could be decoded")
+        paths = sorted({p for p in (file_of(self.source, i) for i in range(total)) if p})
+        raise BadExampleError(
+            f"{self.name}: none of the {total} examples could be decoded, so the files are "
+            f"damaged, not single examples ({', '.join(paths) or 'files unknown'}); prepare the "
+            f"dataset again (delete them and rerun with --config.data.download=true, or copy a "
+            f"good prepared copy into TFDS_DATA_DIR)")
       self._ids = np.setdiff1d(self._ids, self.skipped)
       self.example_bytes = sum(np.asarray(v).nbytes for v in decoded[0].values())
       if self.example_bytes * len(decoded) <= self.cache_max_bytes:
@@ -115,8 +120,10 @@ class ExampleStore:
     try:
       return self.preprocess(self.source[int(i)])
     except Exception as e:  # any decoder error: corrupt JPEG, truncated record, bad shape ...
+      path = file_of(self.source, int(i))
+      where = f" (in {path})" if path else ""
       raise BadExampleError(
-          f"{self.name or 'dataset'} example {int(i)} cannot be decoded "
+          f"{self.name or 'dataset'} example {int(i)}{where} cannot be decoded "
           f"({type(e).__name__}: {e}); set --config.data.skip_bad_examples=true to skip such "
           f"examples (they are counted in eval.json)") from e
 
@@ -124,6 +131,18 @@ class ExampleStore:
     if self._cache is not None:
       return {k: v[indices] for k, v in self._cache.items()}
     return _stack([self._decode_one(i) for i in self._ids[np.asarray(indices)]])
+
+
+def file_of(source, index: int) -> str | None:
+  """The prepared file that holds example `index` of a tfds data source (from its dataset_info:
+  shard file names and lengths), or None when the source does not say."""
+  try:
+    info = source.dataset_info
+    split = info.splits[str(source.split)]
+    ends = np.cumsum(split.shard_lengths)
+    return os.path.join(info.data_dir, split.filenames[int(np.searchsorted(ends, index, "right"))])
+  except Exception:  # pylint: disable=broad-except  (not a tfds source, or an unusual split)
+    return None
 
 
 def load_train_eval(config, preprocess: Preprocess) -> tuple[ExampleStore, ExampleStore]:

@@ -338,3 +338,22 @@ def test_a_failed_atomic_write_names_the_file_and_leaves_no_tmp(tmp_path, monkey
   assert os.listdir(tmp_path) == ["eval.json"]              # no .tmp litter
   with open(path) as f:
     assert json.load(f) == {"step": 1}
+
+
+def test_a_truncated_shard_is_named_and_skipping_says_the_files_are_damaged(tfds_dir, tmp_path):
+  prepared = os.path.join(tfds_dir, "oxford_iiit_pet")
+  copy = tmp_path / "tfds" / "oxford_iiit_pet"
+  shutil.copytree(prepared, copy, copy_function=shutil.copyfile)   # the prepared copy is read-only
+  for folder, _, _ in os.walk(copy):
+    os.chmod(folder, 0o755)
+  shard = next(str(p) for p in copy.rglob("*-test.array_record-*"))
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  source = data.open_source("oxford_iiit_pet", "test", str(tmp_path / "tfds"), False)
+  assert data.file_of(source, 0) == shard
+  with pytest.raises(errors.BadExampleError, match=rf"example 0 \(in {shard}\) cannot be decoded"):
+    data.ExampleStore(source, lambda ex: ex, name="oxford_iiit_pet/test", limit=5)
+  with pytest.raises(errors.BadExampleError,
+                     match=rf"none of the 5 examples could be decoded, so the files are damaged, "
+                           rf"not single examples \({shard}\); prepare the dataset again"):
+    data.ExampleStore(source, lambda ex: ex, name="oxford_iiit_pet/test", limit=5, skip_bad=True)
