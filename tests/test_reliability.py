@@ -32,6 +32,7 @@ def _assert_same_params(a, b):
 
 @pytest.mark.parametrize("field,value,message", [
     ("data.image_size", 34, r"data.image_size=34 is not divisible by 2\*\*model.depth = 4"),
+    ("data.image_size", -64, r"data.image_size=-64: must be a positive integer"),
     ("optimizer.learning_rate", 0.0, r"optimizer.learning_rate=0.0: must be a finite positive"),
     ("optimizer.learning_rate", float("inf"), r"optimizer.learning_rate=inf: must be a finite"),
     ("optimizer.name", "lion", r"optimizer.name='lion'; allowed"),

@@ -42,6 +42,8 @@ def _check(config) -> None:
   if not 0 <= m.dropout_rate < 1:
     raise ConfigError(f"model.dropout_rate={m.dropout_rate}: must be in [0, 1)")
   factor = 2**config.model.depth
+  if config.data.image_size <= 0:
+    raise ConfigError(f"data.image_size={config.data.image_size}: must be a positive integer")
   if config.data.image_size % factor:
     raise ConfigError(f"data.image_size={config.data.image_size} is not divisible by "
                      f"2**model.depth = {factor}")
