@@ -37,11 +37,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # cnn: conv-conv-pool blocks and an MLP head (enough for MNIST); resnet: a small residual
   # net in the style of the fast CIFAR-10 trainers (cvae/models.py, ResNetClassifier).
   config.model.arch = "cnn" if mnist else "resnet"
-  # cnn: widths of the conv blocks; resnet: (stem, stage 1, stage 2, stage 3) (airbench94's).
-  config.model.features = (32, 64) if mnist else (24, 64, 256, 256)
-  # resnet only: `whiten` is a frozen 2x2 patch-whitening stem computed from the first batch,
-  # with identity-initialised stage convs (airbench); `conv` a trained 3x3 conv.
-  config.model.stem = "conv" if mnist else "whiten"
+  # cnn: widths of the conv blocks; resnet: (stem, stage 1, stage 2, stage 3).
+  config.model.features = (32, 64) if mnist else (24, 48, 192, 192)
+  # resnet only: `conv` is a trained 3x3 conv; `whiten` a frozen 2x2 patch-whitening stem
+  # computed from the first batch, with identity-initialised stage convs (airbench). Measured
+  # (docs/cvae_development.md): `whiten` at airbench94's widths (24, 64, 256, 256), 8 epochs,
+  # 0.8788 test accuracy against 0.8834 for this default; at these widths it is 1.45x faster.
+  config.model.stem = "conv"
   config.model.hidden = 128           # cnn only: the MLP head
   config.model.dropout_rate = 0.0     # cnn only
   config.model.flip_tta = True        # resnet only: eval averages the image and its mirror
@@ -55,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augment.translate = 0 if mnist else 2   # random shift of up to N pixels (reflect pad)
 
   config.train.batch_size = 128 if mnist else 256
-  config.train.num_epochs = 5 if mnist else 8
+  config.train.num_epochs = 5 if mnist else 10
   config.train.log_every_steps = 100
   config.train.checkpoint_every_steps = 1000
   config.train.eval_every_epochs = 1 if mnist else 2

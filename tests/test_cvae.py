@@ -541,6 +541,7 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   from shared import train  # pylint: disable=g-import-not-at-top
   clf_config = _tiny(classifier_configs.get_config("cifar10,cpu"), TFDS_DIR)
   clf_config.model.features = (4, 8, 8, 8)
+  clf_config.model.stem = "whiten"      # its frozen stem is state the loader must restore too
   clf_dir = str(tmp_path / "clf")
   clf = train.train_and_evaluate(clf_config, clf_dir)
   # The loader restores the residual judge's batch-norm statistics with its parameters, and

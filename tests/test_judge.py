@@ -164,6 +164,7 @@ def test_bad_judge_fields_are_named():
                        ("model.features", (25, 64, 256, 256)),
                        ("model.features", (26, 64, 256, 256))):
     bad = classifier_configs.get_config("cifar10")
+    bad.model.stem = "whiten"     # (the stem width is checked for the whitening stem)
     group, name = field.split(".")
     bad[group][name] = value
     with pytest.raises(ValueError, match=field):
