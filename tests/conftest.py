@@ -13,6 +13,13 @@ from shared import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import
 
 xla_flags.apply_defaults()   # as launch.py does: tests and subprocesses run the users' XLA flags
 
+def run_fast(f, *args):
+  """Runs `f` jitted at XLA optimisation level 0: tests that check shapes and values would
+  spend most of their time in the backend optimisations (or in op-by-op dispatch)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+
+
 # Beside the repo root: ../shared/tfds holds prepared mnist, cifar10, oxford_iiit_pet.
 TFDS_DIR = os.environ.get("TFDS_DATA_DIR") or os.path.join(REPO_ROOT, "..", "shared", "tfds")
 

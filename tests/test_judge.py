@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests import conftest  # pylint: disable=unused-import  (sys.path)
+from tests.conftest import run_fast  # (also puts the repo on sys.path)
 
 from configs import classifier as classifier_configs
 from cvae import augment
@@ -25,8 +25,8 @@ def _tiny_resnet():
 def test_resnet_judge_shapes_params_and_state():
   model = _tiny_resnet()
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
-  assert model.apply(variables, x).shape == (2, 10)
+  variables = run_fast(model.init, jax.random.key(1), x)
+  assert run_fast(model.apply, variables, x).shape == (2, 10)
   # stem 3*3*3*4; per stage conv (3*3*in*out) + residual conv (3*3*out*out); head 8*10, no
   # biases; every BN has a scale and a bias per channel, and keeps a mean and a variance.
   convs = 27 * 4 + (9 * 4 * 8 + 9 * 64) + 2 * (9 * 64 + 9 * 64)
@@ -60,7 +60,7 @@ def test_patch_whitening_decorrelates_2x2_patches():
 def test_whitening_stem_is_state_not_params_and_convs_start_as_identity():
   model = models.ResNetClassifier(num_classes=10, features=(8, 8, 16, 16), stem="whiten")
   x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
+  variables = run_fast(model.init, jax.random.key(1), x)
   # The whitening conv is computed from x (the flip view doubles the batch at eval-time init)
   # and kept out of "params", so neither gradients nor weight decay ever change it.
   kernel, bias = variables["whitening"]["stem"]
@@ -68,7 +68,7 @@ def test_whitening_stem_is_state_not_params_and_convs_start_as_identity():
   np.testing.assert_allclose(kernel, expected_kernel, rtol=1e-4, atol=1e-4)
   assert "stem" not in variables["params"] and "stem_bn" not in variables["params"]
   # 2x2 VALID stem: 32 -> 31, then 15, 7, 3 after the pools; the logits are finite.
-  logits = model.apply(variables, x)
+  logits = run_fast(model.apply, variables, x)
   assert logits.shape == (4, 10) and bool(jnp.all(jnp.isfinite(logits)))
   # Partial identity: the 8 -> 16 conv's first 8 filters pass their own input channel through.
   w = np.asarray(variables["params"]["stage1_conv"]["kernel"])
@@ -81,12 +81,14 @@ def test_whitening_stem_is_state_not_params_and_convs_start_as_identity():
 def test_flip_tta_averages_the_image_and_its_mirror():
   model = _tiny_resnet()
   x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
+  variables = run_fast(model.init, jax.random.key(1), x)
   plain = models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8), flip_tta=False)
-  tta = model.apply(variables, x)
-  expected = 0.5 * (plain.apply(variables, x) + plain.apply(variables, x[:, :, ::-1]))
+  tta = run_fast(model.apply, variables, x)
+  expected = 0.5 * (run_fast(plain.apply, variables, x)
+                    + run_fast(plain.apply, variables, x[:, :, ::-1]))
   np.testing.assert_allclose(tta, expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(model.apply(variables, x[:, :, ::-1]), tta, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(run_fast(model.apply, variables, x[:, :, ::-1]), tta, rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_random_translate_is_a_crop_of_the_reflect_padded_image():
@@ -137,10 +139,10 @@ def test_label_smoothing_loss_by_hand():
   config.augment.translate = 0
   task = classifier_task.build_task(config)
   batch = {"image": jnp.zeros((2, 32, 32, 3)), "label": jnp.array([0, 3])}
-  variables = task.init(jax.random.key(0), batch)
+  variables = run_fast(task.init, jax.random.key(0), batch)
   params = variables.pop("params")
-  loss, (_, new_state) = task.loss(params, variables, batch, jax.random.key(1))
-  logits, _ = task_logits(config, params, variables, batch)
+  loss, (_, new_state) = run_fast(task.loss, params, variables, batch, jax.random.key(1))
+  logits, _ = run_fast(lambda p, v, b: task_logits(config, p, v, b), params, variables, batch)
   logp = jax.nn.log_softmax(logits)
   # Smoothing 0.2 over 10 classes: 0.82 on the true class, 0.02 on each other one.
   target = np.full((2, 10), 0.02)
