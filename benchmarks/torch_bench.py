@@ -48,7 +48,7 @@ def _model_and_loss(config):
       total = total + torch_models.critic_loss(
           m, likelihood, batch["image"], y_true, mean, logvar, critic_weight,
           config.loss.get("critic_batch_fraction", 1.0), config.loss.get("critic_translate", 0),
-          config.loss.get("critic_flip", False))
+          config.loss.get("critic_flip", False), out)
     return total
   return model, loss
 

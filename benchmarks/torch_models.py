@@ -309,7 +309,8 @@ class CVAE(nn.Module):
 
   def __init__(self, image_shape, out_channels, latent_dim=16, features=(32, 64), hidden=256,
                num_classes=10, embed_dim=16, label_input="both", latent_classifier_hidden=0,
-               critic_features=(), critic_hidden=64, arch="conv", blocks=1, latent_channels=8):
+               critic_features=(), critic_hidden=64, arch="conv", blocks=1, latent_channels=8,
+               critic_wrong_class=False):
     super().__init__()
     enc_label, dec_label = label_input in ("encoder", "both"), label_input in ("decoder", "both")
     if arch == "resnet":
@@ -333,7 +334,9 @@ class CVAE(nn.Module):
                                                             num_classes))
     self.critic = None
     if critic_features:
-      self.critic = Critic(image_shape, num_classes, tuple(critic_features), critic_hidden)
+      self.critic = Critic(image_shape, num_classes + int(critic_wrong_class),
+                           tuple(critic_features), critic_hidden)
+    self.critic_wrong_class = critic_wrong_class
 
   def forward(self, x, enc_labels, dec_labels):
     mean, logvar = self.encoder(x, enc_labels)
@@ -347,7 +350,7 @@ def cvae_from_config(model_cfg, image_shape, out_channels: int, num_classes: int
               model_cfg.get("latent_classifier_hidden", 0),
               tuple(model_cfg.get("critic_features", ())), model_cfg.get("critic_hidden", 64),
               model_cfg.get("arch", "conv"), model_cfg.get("blocks", 1),
-              model_cfg.get("latent_channels", 8))
+              model_cfg.get("latent_channels", 8), model_cfg.get("critic_wrong_class", False))
 
 
 def _split(likelihood: str, out):
@@ -418,10 +421,12 @@ def random_view(images, max_shift: int, flip: bool):
 
 
 def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: float,
-                fraction: float = 1.0, max_shift: int = 0, flip: bool = False):
+                fraction: float = 1.0, max_shift: int = 0, flip: bool = False, out=None):
   """cvae/task.py's label critic: cross-entropy on (views of) real images (trains the critic)
   plus `weight` x cross-entropy of the frozen critic on (views of) images decoded with a random
-  wrong label, for the first `fraction` of the batch (trains the decoder and encoder)."""
+  wrong label, for the first `fraction` of the batch (trains the decoder and encoder). With the
+  model's `critic_wrong_class`, the critic also learns the ELBO pass's decodes `out` (their
+  labels) and the wrong-label decodes (the extra class)."""
   ce_real = F.cross_entropy(model.critic(random_view(x, max_shift, flip)), labels)
   n = max(1, round(fraction * x.shape[0]))
   x, labels, mean, logvar = x[:n], labels[:n], mean[:n], logvar[:n]
@@ -429,7 +434,13 @@ def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: f
   if model.encoder.use_label:   # the wrong label goes everywhere the model takes one
     mean, logvar = model.encoder(x, wrong)
   z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-  images = random_view(decoded_image(likelihood, model.decoder(z, wrong)), max_shift, flip)
+  decoded = decoded_image(likelihood, model.decoder(z, wrong))
+  if model.critic_wrong_class:
+    decodes = torch.cat([decoded_image(likelihood, out[:n]), decoded]).detach()
+    targets = torch.cat([labels, torch.full_like(wrong, 10)])
+    ce_real = ce_real + F.cross_entropy(model.critic(random_view(decodes, max_shift, flip)),
+                                        targets)
+  images = random_view(decoded, max_shift, flip)
   frozen = {k: v.detach() for k, v in model.critic.named_parameters()}
   logits = torch.func.functional_call(model.critic, frozen, (images,))
   return ce_real + weight * F.cross_entropy(logits, wrong)

@@ -172,10 +172,10 @@ def test_cvae_mirror_loss_includes_the_default_critic(dataset):
   out_ch = shape[-1] * cvae_losses.OUTPUTS_PER_CHANNEL[config.loss.likelihood]
   mirror = torch_models.cvae_from_config(config.model, shape, out_ch, 10)
   x, y = torch.rand(4, shape[2], shape[0], shape[1]), torch.tensor([0, 1, 2, 3])
-  _, mean, logvar = mirror(x, y, y)
+  out, mean, logvar = mirror(x, y, y)
   loss = torch_models.critic_loss(mirror, config.loss.likelihood, x, y, mean, logvar,
                                   config.loss.critic_weight, config.loss.critic_batch_fraction,
-                                  config.loss.critic_translate, config.loss.critic_flip)
+                                  config.loss.critic_translate, config.loss.critic_flip, out)
   loss.backward()
   assert torch.isfinite(loss)
   assert all(p.grad is not None for p in mirror.critic.parameters())
