@@ -3,7 +3,8 @@
 Cloud TPU VMs are preempted with SIGTERM; Ctrl-C sends SIGINT. Instead of dying mid-step, the
 loop sees `requested`, commits a checkpoint of the current step and exits with a message saying
 how to resume. The guard covers the whole run: a signal while data loads or the step compiles,
-during an eval or before the pictures ends the run at the next such boundary, the same way. A second signal of the same kind falls through to the default action (so a
+during an eval or before the pictures ends the run at the next such boundary, the same way. A
+second signal of the same kind falls through to the default action (so a
 second Ctrl-C still stops a run that hangs).
 """
 

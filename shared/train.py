@@ -193,30 +193,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _ensure_writable(workdir)
   # One run per workdir, for the whole run (shared/workdir_lock.py).
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
-  guard = preemption.PreemptionGuard()
   try:
-    guard.__enter__()   # SIGTERM / Ctrl-C from here on end the run at the next boundary
-    stores = task.load_data(config)   # before anything is written: its errors leave no trace
-    data.steps_per_epoch(len(stores[0]), config.train.batch_size)
-    guard.stop_if_requested("while loading data; nothing was written. Re-run the same "
-                            "command to start")
-    ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
-    writer = metric_writer.MetricWriter(workdir)
-    failed = True
-    try:
-      result = _run(config, workdir, task, stores, ckpt, writer, guard)
-      failed = False
-      return result
-    finally:
-      writer.close()   # also on errors: no open files left in the workdir
-      # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
+    # SIGTERM / Ctrl-C from here on end the run at the next boundary.
+    with preemption.PreemptionGuard() as guard:
+      stores = task.load_data(config)   # before anything is written: its errors leave no trace
+      data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+      guard.stop_if_requested("while loading data; nothing was written. Re-run the same "
+                              "command to start")
+      ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+      writer = metric_writer.MetricWriter(workdir)
+      failed = True
       try:
-        ckpt.close()
-      except errors.WorkdirError:
-        if not failed:
-          raise
+        result = _run(config, workdir, task, stores, ckpt, writer, guard)
+        failed = False
+        return result
+      finally:
+        writer.close()   # also on errors: no open files left in the workdir
+        # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
+        try:
+          ckpt.close()
+        except errors.WorkdirError:
+          if not failed:
+            raise
   finally:
-    guard.__exit__(None, None, None)
     lock.release()
 
 
