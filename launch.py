@@ -14,11 +14,11 @@ stderr and a non-zero exit code, not a traceback.
 
 import sys
 
-from shared import allocator
+from shared.process import allocator
 
 if __name__ == "__main__":
   # First, before the imports below take their seconds: restart under tcmalloc if asked and
-  # installed (shared/allocator.py). An unknown --allocator value is left to absl to report.
+  # installed (shared/process/allocator.py). An unknown --allocator value is left to absl to report.
   _mode = allocator.mode_from_argv(sys.argv[1:])
   if _mode in allocator.MODES:
     try:
@@ -32,11 +32,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from shared import cli_errors
+from shared.process import cli_errors
 from shared import errors
 from shared import sharding
 from shared import train
-from shared import xla_flags
+from shared.process import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant,modifiers].",
                                           lock_config=True)
@@ -45,7 +45,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics
 # the value and lists it in --help.
 flags.DEFINE_enum("allocator", "auto", allocator.MODES,
                   "auto: restart under tcmalloc when it is installed (faster CPU steps, see "
-                  "shared/allocator.py); tcmalloc: require it; system: glibc malloc.")
+                  "shared/process/allocator.py); tcmalloc: require it; system: glibc malloc.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -34,7 +34,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
-from shared import allocator  # pylint: disable=g-import-not-at-top
+from shared.process import allocator  # pylint: disable=g-import-not-at-top
 
 
 def parse_arm(text: str) -> tuple[str, dict, dict]:
@@ -125,14 +125,14 @@ def _define_flags():
       rounds=flags.DEFINE_integer("rounds", 6, "rounds (every arm once per round)"),
       set=flags.DEFINE_list("set", [], "config overrides applied to every arm, FIELD=VALUE"),
       allocator=flags.DEFINE_enum("allocator", "auto", allocator.MODES,
-                                  "as launch.py --allocator (shared/allocator.py)"))
+                                  "as launch.py --allocator (shared/process/allocator.py)"))
 
 
 def main(argv, flag):
   del argv
   common.ensure_repo_on_path()
   allocator.maybe_reexec(flag["allocator"].value)   # time what launch.py runs
-  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()
   try:
     arms = [parse_arm(a) for a in flag["arm"].value]

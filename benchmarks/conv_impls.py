@@ -3,7 +3,7 @@ of the 2x2 max-pool as Flax's `nn.max_pool` against `layers.max_pool_2x2`.
 
   python benchmarks/conv_impls.py [--steps=8]
 
-Why: `shared/layers.py` picks how convolutions are computed (XLA's convolution, im2col
+Why: `shared/layers/` picks how convolutions are computed (XLA's convolution, im2col
 matmuls, or XLA forward + im2col gradient). This prints, for the layer shapes the UNet and the
 CVAE actually use, the median time of each implementation, so the choice of `auto` can be
 checked on any machine. All three compute the same function (tests/test_layers.py).
@@ -26,7 +26,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from shared import layers  # pylint: disable=g-import-not-at-top
-from shared import xla_flags  # pylint: disable=g-import-not-at-top
+from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
 
 _STEPS = flags.DEFINE_integer("steps", 8, "timed calls per measurement (median reported)")
 

@@ -32,7 +32,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
-from shared import allocator  # pylint: disable=g-import-not-at-top
+from shared.process import allocator  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family")
 _VARIANT = flags.DEFINE_string("variant", "strconv_ups_dice", "UNet variant")
@@ -44,7 +44,7 @@ _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "where the trace goes (defau
 _GROUP = flags.DEFINE_integer("group_depth", 3, "second table: op time summed by the first N "
                                  "components of op_name after jit(...)/ (0: no second table)")
 _ALLOCATOR = flags.DEFINE_enum("allocator", "auto", allocator.MODES,
-                               "as launch.py --allocator (shared/allocator.py)")
+                               "as launch.py --allocator (shared/process/allocator.py)")
 _SET = flags.DEFINE_list("set", [], "config overrides FIELD=VALUE, as benchmarks/run.py --set")
 
 
@@ -79,7 +79,7 @@ def main(argv):
   del argv
   common.ensure_repo_on_path()
   allocator.maybe_reexec(_ALLOCATOR.value)   # profile what launch.py runs
-  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top

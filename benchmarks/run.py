@@ -8,7 +8,7 @@ Prints one table per section; the last line is `unet_vs_pytorch=R`: our train im
 PyTorch eager's for strconv_ups_dice at the default size (R > 1: ours is faster). Each
 measurement runs in its own subprocess (benchmarks/worker.py), so peak RSS is per model and
 per framework. Our rows run under the allocator launch.py uses (`--allocator`, default auto:
-tcmalloc when installed, shared/allocator.py); PyTorch eager under the system allocator, as
+tcmalloc when installed, shared/process/allocator.py); PyTorch eager under the system allocator, as
 it runs by default, and once more under tcmalloc (`torch_tcmalloc` rows) so that the share of
 our lead that is the allocator's shows. See benchmarks/README.md for the columns.
 """
@@ -27,8 +27,8 @@ from absl import flags
 
 from benchmarks import common
 from benchmarks import report
-from shared import allocator
-from shared import xla_flags
+from shared.process import allocator
+from shared.process import xla_flags
 
 SECTIONS = ("unet", "cvae", "pipeline", "scaling")
 ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
@@ -166,10 +166,10 @@ def main(argv):
   if quick:
     print("--quick: tiny shapes and 3 steps; a smoke test of the benchmark, not a measurement")
   our_flags = xla_flags.with_defaults(os.environ.get("XLA_FLAGS", ""))
-  print(f"XLA_FLAGS of our rows (yours + shared/xla_flags.py defaults): {our_flags}")
+  print(f"XLA_FLAGS of our rows (yours + shared/process/xla_flags.py defaults): {our_flags}")
   if _ALLOCATOR.value != "system" and not allocator.find_tcmalloc():
     print("note: tcmalloc is not installed; every row runs under the system allocator "
-          "(apt-get install libtcmalloc-minimal4; shared/allocator.py)")
+          "(apt-get install libtcmalloc-minimal4; shared/process/allocator.py)")
 
   if {"unet", "cvae"} & set(_ONLY.value):
     results["matmul"] = [_run({"kind": "matmul", "n": 512 if quick else 2048,

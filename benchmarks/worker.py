@@ -24,7 +24,7 @@ def main(argv):
   del argv
   spec = json.loads(_SPEC.value)
   common.ensure_repo_on_path()
-  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()     # the project's XLA:CPU defaults, as launch.py applies them
   kind = spec["kind"]
   if kind == "jax_step":
@@ -41,7 +41,7 @@ def main(argv):
     result = jax_bench.matmul_flops(spec["n"], spec["steps"])
   else:
     raise ValueError(f"unknown measurement kind {kind!r}")
-  from shared import allocator  # pylint: disable=g-import-not-at-top
+  from shared.process import allocator  # pylint: disable=g-import-not-at-top
   result["allocator"] = allocator.describe()
   common.emit(result)
 

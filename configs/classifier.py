@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden = 128           # cnn only: the MLP head
   config.model.dropout_rate = 0.0     # cnn only
   config.model.flip_tta = True        # resnet only: eval averages the image and its mirror
-  config.model.conv_impl = "auto"     # shared/layers.py (CPU: transposed convs as ordinary convs)
+  config.model.conv_impl = "auto"     # shared/layers/ (CPU: transposed convs as ordinary convs)
 
   config.loss = ml_collections.ConfigDict()
   config.loss.label_smoothing = 0.0 if mnist else 0.2

@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # a pattern stamped on per label does not pay (cvae/stamp_check.py measures stamping).
   # CIFAR-10, full budget: adherence 0.53 -> 0.37, but the stamp alone 0.38 -> 0.08 (README).
   config.model.critic_wrong_class = not mnist
-  config.model.conv_impl = "auto"   # shared/layers.py (CPU: transposed convs as ordinary convs)
+  config.model.conv_impl = "auto"   # shared/layers/ (CPU: transposed convs as ordinary convs)
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; for CIFAR-10 a discretised logistic on 8-bit

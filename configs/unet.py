@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0
   # auto = on CPU transposed convs computed as ordinary convs over their output phases (17x
   # faster forward + gradient for the 2x2 up-conv); XLA's own convs on TPU/GPU. Same
-  # parameters and outputs either way (shared/layers.py).
+  # parameters and outputs either way (shared/layers/).
   config.model.conv_impl = "auto"
 
   config.seg = ml_collections.ConfigDict()

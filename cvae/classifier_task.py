@@ -19,12 +19,14 @@ from cvae import augment
 from cvae import input_pipeline
 from cvae import models
 from cvae import pictures
+from shared import layers
 from shared.errors import ConfigError
 from shared.task import Task
 
 
 def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
+  layers.check_impl(config.model.get("conv_impl", "auto"))
   if config.model.get("arch", "cnn") not in models.CLASSIFIER_ARCHS:
     raise ConfigError(f"model.arch={config.model.arch!r}; allowed: {models.CLASSIFIER_ARCHS}")
   stem = config.model.get("stem", "conv")

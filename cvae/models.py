@@ -195,7 +195,7 @@ class CVAE(nn.Module):
   critic_hidden: int = 64
   # The critic gets one more output, "decoded with a wrong label" (cvae/task.py).
   critic_wrong_class: bool = False
-  conv_impl: str = "auto"       # shared/layers.py
+  conv_impl: str = "auto"       # shared/layers/
 
   def setup(self):
     if self.label_input not in LABEL_INPUTS:

@@ -24,6 +24,7 @@ from cvae import pictures
 from cvae import stamp_check
 from shared import data
 from shared import files
+from shared import layers
 from shared.errors import ConfigError
 from shared.task import Task
 
@@ -33,6 +34,7 @@ EVAL_SALT = 0xE7A1
 
 def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
+  layers.check_impl(config.model.get("conv_impl", "auto"))
   if config.model.label_input not in models.LABEL_INPUTS:
     raise ConfigError(f"model.label_input={config.model.label_input!r}; allowed: "
                      f"{models.LABEL_INPUTS}")

@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 import jax
 
-from shared import layers
 from shared.errors import ConfigError
 
 # Fields that may differ when a run is resumed: they do not change what is computed.
@@ -47,9 +46,6 @@ def check_common(config) -> None:
   for field in ("data.limit_train", "data.limit_eval"):
     if _get(config, field) < 0:
       raise ConfigError(f"{field}={_get(config, field)}: must be >= 0 (0 = the whole split)")
-  impl = config.get("model", {}).get("conv_impl", "auto")
-  if impl not in layers.IMPLS:
-    raise ConfigError(f"model.conv_impl={impl!r}; allowed: {layers.IMPLS}")
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")

@@ -9,7 +9,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-from shared import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from shared.process import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 xla_flags.apply_defaults()   # as launch.py does: tests and subprocesses run the users' XLA flags
 

@@ -1,4 +1,4 @@
-"""shared/allocator.py: when a process restarts under tcmalloc, with what environment, and that
+"""shared/process/allocator.py: when a process restarts under tcmalloc, with what environment, and that
 the restart really loads it (launch.py's path)."""
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from shared import allocator
+from shared.process import allocator
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = "libtcmalloc_minimal.so.4"
@@ -65,7 +65,7 @@ def test_tcmalloc_loaded_reads_the_process_maps(tmp_path):
   assert not allocator.tcmalloc_loaded(str(tmp_path / "missing"))
 
 
-_PROBE = ("import os, sys; sys.path.insert(0, {root!r}); from shared import allocator; "
+_PROBE = ("import os, sys; sys.path.insert(0, {root!r}); from shared.process import allocator; "
           "allocator.maybe_reexec({mode!r}); "
           "print(allocator.tcmalloc_loaded(), os.environ.get('TCMALLOC_RELEASE_RATE'))")
 

@@ -26,7 +26,7 @@ from configs import unet as unet_configs  # pylint: disable=g-import-not-at-top
 from cvae import input_pipeline as cvae_input  # pylint: disable=g-import-not-at-top
 from cvae import losses as cvae_losses  # pylint: disable=g-import-not-at-top
 from cvae import models as cvae_models  # pylint: disable=g-import-not-at-top
-from shared import allocator  # pylint: disable=g-import-not-at-top
+from shared.process import allocator  # pylint: disable=g-import-not-at-top
 from shared import train  # pylint: disable=g-import-not-at-top
 from unet import models as unet_models  # pylint: disable=g-import-not-at-top
 

@@ -1,4 +1,4 @@
-"""shared/layers.py: every `conv_impl` computes what Flax's own layers compute, with the same
+"""shared/layers/: every `conv_impl` computes what Flax's own layers compute, with the same
 parameters, values and gradients (the speed claim lives in benchmarks/, not here)."""
 
 import os
@@ -96,7 +96,7 @@ def test_max_pool_matches_flax(shape):
 
 
 def test_xla_flag_defaults_keep_what_the_user_set():
-  from shared import xla_flags  # pylint: disable=g-import-not-at-top
+  from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   default = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
   assert xla_flags.with_defaults("") == default
   assert (xla_flags.with_defaults("--xla_force_host_platform_device_count=2")

@@ -92,7 +92,7 @@ class UNet(nn.Module):
   upsample_method: str = "bilinear"
   norm: str = "batch"
   dropout_rate: float = 0.0
-  # How convolutions are computed (same parameters and outputs): see shared/layers.py.
+  # How convolutions are computed (same parameters and outputs): see shared/layers/.
   conv_impl: str = "auto"
 
   @nn.compact

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared import layers
 from shared.errors import ConfigError
 from shared.task import Task
 from unet import input_pipeline
@@ -30,6 +31,7 @@ def _check(config) -> None:
   if seg.loss not in losses.LOSSES:
     raise ConfigError(f"seg.loss={seg.loss!r}; allowed: {losses.LOSSES}")
   m = config.model
+  layers.check_impl(m.get("conv_impl", "auto"))
   for field, value, allowed in (("downsample", m.downsample, models.DOWNSAMPLE),
                                 ("upsample", m.upsample, models.UPSAMPLE),
                                 ("norm", m.norm, models.NORMS),

@@ -1,6 +1,5 @@
 """`Conv` and `ConvTranspose`: drop-ins for `nn.Conv` / `nn.ConvTranspose` (2-D, NHWC) whose
-transposed convolution is computed as an ordinary convolution (`impl="phase"`), and a 2x2
-max-pool with a cheap gradient.
+transposed convolution is computed as an ordinary convolution (`impl="phase"`).
 
 Why: XLA lowers a transposed convolution to an input-dilated one (stride-1 over an input with
 s-1 zeros between pixels), and on XLA:CPU its gradients are very slow: the UNet's 2x2 stride-2
@@ -32,13 +31,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared.errors import ConfigError
+
 IMPLS = ("auto", "phase", "im2col", "xla")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def resolve_impl(impl: str) -> str:
+def check_impl(impl: str) -> None:
+  """One line naming the config field when `model.conv_impl` is not a known lowering."""
   if impl not in IMPLS:
-    raise ValueError(f"model.conv_impl={impl!r}; allowed: {IMPLS}")
+    raise ConfigError(f"model.conv_impl={impl!r}; allowed: {IMPLS}")
+
+
+def resolve_impl(impl: str) -> str:
+  check_impl(impl)
   if impl == "auto":
     return "phase" if jax.default_backend() == "cpu" else "xla"
   return impl
@@ -188,19 +194,3 @@ class ConvTranspose(_Conv2D):
         "xla": lambda x, k: lax.conv_transpose(x, k, strides, "SAME", dimension_numbers=_DIMS),
         "im2col": lambda x, k: conv_transpose_im2col(x, k, strides),
         "phase": lambda x, k: conv_transpose_phases(x, k, strides)})
-
-
-def max_pool_2x2(x):
-  """`nn.max_pool(x, (2, 2), strides=(2, 2))` (VALID: an odd last row / column is dropped) as a
-  reshape and a max.
-
-  Why: XLA:CPU differentiates `reduce_window` max through `select_and_scatter`, which was
-  1.9-5.7x slower than the gradient of a plain reduction (a 2x2 pool after ReLU at 64px x64,
-  batch 16: 68.7 -> 12.1 ms forward + gradient; `benchmarks/conv_impls.py`). Same values; the
-  gradient differs only where a window holds equal maxima (split between them instead of given
-  to the first), which after a ReLU happens for all-zero windows, whose gradient the ReLU
-  zeroes.
-  """
-  b, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
