@@ -36,9 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = variant
 
   config.model = ml_collections.ConfigDict()
-  # encoder | decoder | both. Default `both` with the label critic below: MNIST, 10 epochs,
-  # adherence 0.94 (0.99 decoder-only) at 94.2 nats (batch 128; 92.7 at batch 64); `decoder` +
-  # critic 0.96 at 95.9. Without the critic `both` is the worst design (README, CVAE results).
+  # Where the label goes: encoder | decoder | both. `both` + the critic below had the best ELBO
+  # at the same adherence (docs/results.md).
   config.model.label_input = "both"
   # conv: strided convs, a Dense layer and a latent vector (MNIST); resnet: residual blocks and
   # a latent map that keeps the input's layout and colours (CIFAR-10; cvae/resnet.py).
@@ -46,19 +45,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.latent_dim = 16           # conv only: size of the latent vector
   config.model.features = (32, 64)       # widths per level, each level halves the size
   config.model.hidden = 256              # conv only: the Dense layer
-  # resnet only: residual blocks per level. Two at widths (32, 64) trained as fast per step as
-  # one at (64, 128) and ran ~1.7x more steps per hour (docs/cvae_development.md).
-  config.model.blocks = 2
+  config.model.blocks = 2                # resnet only: residual blocks per level
   config.model.latent_channels = 16      # resnet only: channels of the (8, 8) latent map
   config.model.embed_dim = 16
   config.model.latent_classifier_hidden = 0   # > 0 adds the latent class head (adversary below)
-  # The label critic (a small CNN inside the model, trained on real images): its frozen
-  # judgement of images decoded with random wrong labels trains the decoder to follow the label.
+  # The label critic: a small CNN inside the model that learns the classes; its frozen judgement
+  # of decodes with random wrong labels trains the decoder to follow the label (docs/cvae.md).
   config.model.critic_features = (16, 32) if mnist else (32, 64)
   config.model.critic_hidden = 64 if mnist else 128
-  # The critic also learns to tell wrong-label decodes from true-label ones (an extra class), so
-  # a pattern stamped on per label does not pay (cvae/stamp_check.py measures stamping).
-  # CIFAR-10, full budget: adherence 0.53 -> 0.37, but the stamp alone 0.38 -> 0.08 (README).
+  # The critic also learns wrong-label decodes as an extra class, so stamping one pattern per
+  # label onto every decode does not pay (cvae/stamp_check.py measures it).
   config.model.critic_wrong_class = not mnist
   config.model.conv_impl = "auto"   # shared/layers/ (CPU: transposed convs as ordinary convs)
 
@@ -67,36 +63,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # values with PixelCNN++'s in-pixel RGB coupling (cvae/losses.py).
   config.loss.likelihood = "bernoulli" if mnist else "discretized_logistic_rgb"
   config.loss.beta = 1.0
-  # beta ramps linearly from 0 over this many steps: the latent map is used from the start
-  # instead of after a collapse (CIFAR-10: 6.20 -> 6.07 bits/dim after 225 steps).
+  # beta ramps linearly from 0 over this many steps, so the latent map is used from the start
+  # instead of collapsing first (CIFAR-10: one epoch).
   config.loss.kl_warmup_steps = 0 if mnist else 390
-  # Weight of the critic's cross-entropy on images decoded with a random wrong label (0 = off).
-  # Scaled to the likelihood: an MNIST image costs ~100 nats, a CIFAR-10 one ~15000, and at
-  # weight 1 the CIFAR-10 decoder ignored the term (adherence 0.09, as without it).
+  # Weight of the critic's cross-entropy on wrong-label decodes (0 = off), scaled to the
+  # likelihood: an MNIST image costs ~100 nats, a CIFAR-10 one ~8000.
   config.loss.critic_weight = 1.0 if mnist else 100.0
-  # Share of each batch that also gets the wrong-label decode (it costs a second encode and
-  # decode per example).
+  # Share of each batch that also gets the wrong-label decode (a second encode and decode).
   config.loss.critic_batch_fraction = 1.0 if mnist else 0.25
-  # The critic sees real and decoded images shifted by up to N pixels (and mirrored): a decode
-  # must read as its label from every view (0 / False: the images as they are).
+  # The critic sees images shifted by up to N pixels and mirrored, so a decode must read as its
+  # label from every view, not through one pixel pattern.
   config.loss.critic_translate = 0 if mnist else 2
   config.loss.critic_flip = not mnist
-  # Fraction of training examples whose label is replaced by a random wrong one, and where the
-  # wrong label goes: `both` (everywhere the model takes a label) or `encoder` (the decoder keeps
-  # the true label). Default 0: wrong pairs whose target is still the true image teach the model
-  # to reconstruct x whatever the label says. Measured (MNIST, cpu, label both): rate 0.1 with
-  # target both lowered label_adherence 0.09 -> 0.02 and the decoder-only one 0.64 -> 0.35.
-  # The critic above is the form of wrong pairs that helps: its target is the given label.
+  # Fraction of training examples given a random wrong label in the ELBO (target still the true
+  # image), and where it goes: both | encoder. Default 0: such pairs teach the model to ignore
+  # the label (measured in docs/results.md); the critic is the form of wrong pairs that helps.
   config.loss.wrong_label_rate = 0.0
   config.loss.wrong_label_target = "both"
-  # Weight of the encoder's latent-confusion term: pushes the latent class head's prediction
-  # from z towards uniform, i.e. class information out of z (0 = off; needs
-  # model.latent_classifier_hidden, e.g. 64). Before the critic it was the best option (MNIST,
-  # cpu: adherence 0.24 -> 0.82 for +6 nats); with the critic it is not needed.
+  # Weight of the latent-confusion term, which pushes class information out of z (0 = off;
+  # needs model.latent_classifier_hidden). Not needed with the critic.
   config.loss.latent_adversary_weight = 0.0
 
-  # MNIST batch 64: twice the updates in the same 10 epochs; with `both` + critic the test
-  # neg ELBO went 94.19 -> 92.72 nats against batch 128 (adherence 0.942 -> 0.947).
+  # MNIST batch 64: twice the updates of batch 128 in the same epochs, a better ELBO.
   config.train.batch_size = 64 if mnist else 128
   # CIFAR-10: about an hour of training on a 2-core CPU.
   config.train.num_epochs = 10 if mnist else 15

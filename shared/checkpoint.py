@@ -25,6 +25,7 @@ import time
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import save_decision_policy
 
 from shared import errors
 from shared import files
@@ -66,11 +67,19 @@ def shape_differences(saved_metadata, template) -> list[str]:
 class Checkpointer:
   """Thin wrapper so the loop speaks in train-state dicts, not orbax arguments."""
 
-  def __init__(self, workdir: str, max_to_keep: int):
+  def __init__(self, workdir: str, max_to_keep: int, save_every_steps: int | None = None,
+               final_step: int | None = None):
+    """`save_every_steps` and `final_step` make orbax's save policy, asked by `should_save`."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.damaged_directory = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
     self.digest_directory = os.path.abspath(os.path.join(workdir, "checkpoints_sha256"))
     self._max_to_keep = max_to_keep
+    policies = []
+    if save_every_steps:
+      policies.append(save_decision_policy.FixedIntervalPolicy(save_every_steps))
+    if final_step is not None:
+      policies.append(save_decision_policy.SpecificStepsPolicy((final_step,)))
+    self._save_policy = save_decision_policy.AnySavePolicy(policies)
     self._in_flight: int | None = None    # the step of the save still being written, if any
     # Step folders orbax never committed (an empty or half-created folder) confuse its
     # manager about every other step: move them aside before it looks.
@@ -84,7 +93,12 @@ class Checkpointer:
   def _new_manager(self):
     return ocp.CheckpointManager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
+                                             save_decision_policy=self._save_policy))
+
+  def should_save(self, step: int) -> bool:
+    """orbax's decision: every `save_every_steps`, the final step, never a step already saved."""
+    return self._manager.should_save(step)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

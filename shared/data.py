@@ -147,12 +147,13 @@ def file_of(source, index: int) -> str | None:
 
 def load_train_eval(config, preprocess: Preprocess) -> tuple[ExampleStore, ExampleStore]:
   """The train and eval stores of `config.data`, with its limits, cache and bad-example policy."""
-  d = config.data
+  data_cfg = config.data
   stores = []
-  for split, limit in ((d.train_split, d.limit_train), (d.eval_split, d.limit_eval)):
-    source = open_source(d.name, split, d.data_dir, d.download)
-    stores.append(ExampleStore(source, preprocess, d.cache_max_bytes, f"{d.name}/{split}", limit,
-                               d.skip_bad_examples))
+  for split, limit in ((data_cfg.train_split, data_cfg.limit_train),
+                       (data_cfg.eval_split, data_cfg.limit_eval)):
+    source = open_source(data_cfg.name, split, data_cfg.data_dir, data_cfg.download)
+    stores.append(ExampleStore(source, preprocess, data_cfg.cache_max_bytes,
+                               f"{data_cfg.name}/{split}", limit, data_cfg.skip_bad_examples))
   return stores[0], stores[1]
 
 
@@ -197,21 +198,21 @@ def train_batches(store: ExampleStore, global_batch: int, seed: int, start_step:
   each example is mirrored left-right with probability 1/2, the same way in every listed key
   (image and mask stay aligned). Step `s` yields the same batch whether or not the run restarted.
   """
-  spe = steps_per_epoch(len(store), global_batch)
-  mine = host_slice(global_batch, process_index, process_count)
+  steps_in_epoch = steps_per_epoch(len(store), global_batch)
+  host_share = host_slice(global_batch, process_index, process_count)
   step = start_step
   while True:
-    epoch, offset = divmod(step, spe)
+    epoch, offset = divmod(step, steps_in_epoch)
     order, flips = epoch_plan(len(store), seed, epoch)
-    for s in range(offset, spe):
-      idx = order[s * global_batch:(s + 1) * global_batch][mine]
-      batch = store.get(idx)
+    for batch_in_epoch in range(offset, steps_in_epoch):
+      rows = slice(batch_in_epoch * global_batch, (batch_in_epoch + 1) * global_batch)
+      batch = store.get(order[rows][host_share])
       if flip_keys:
-        f = flips[s * global_batch:(s + 1) * global_batch][mine]
+        flipped = flips[rows][host_share]
         for k in flip_keys:
-          batch[k][f] = batch[k][f][:, :, ::-1]
+          batch[k][flipped] = batch[k][flipped][:, :, ::-1]
       yield _finalize(batch, image_keys)
-    step = (epoch + 1) * spe
+    step = (epoch + 1) * steps_in_epoch
 
 
 def eval_batches(store: ExampleStore, global_batch: int, image_keys: Sequence[str] = ("image",),
@@ -220,14 +221,14 @@ def eval_batches(store: ExampleStore, global_batch: int, image_keys: Sequence[st
   carries `valid` = 0 on padding, so metrics can ignore it; shapes never change. `index` is each
   example's position in the split, for per-example randomness that does not depend on batching."""
   n = len(store)
-  mine = host_slice(global_batch, process_index, process_count)
+  host_share = host_slice(global_batch, process_index, process_count)
   for start in range(0, n, global_batch):
     idx = np.arange(start, start + global_batch)
     valid = idx < n
     idx = np.where(valid, idx, 0)
-    batch = store.get(idx[mine])
-    batch["valid"] = valid[mine].astype(np.float32)
-    batch["index"] = idx[mine].astype(np.int32)
+    batch = store.get(idx[host_share])
+    batch["valid"] = valid[host_share].astype(np.float32)
+    batch["index"] = idx[host_share].astype(np.int32)
     yield _finalize(batch, image_keys)
 
 

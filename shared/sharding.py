@@ -38,18 +38,8 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_divisible(global_batch: int, field: str) -> None:
-  n = jax.device_count()
-  if global_batch % n:
-    raise ValueError(f"{field}={global_batch} is not divisible by the {n} devices; "
-                     f"use a multiple of {n}")
-
-
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This host's numpy batch -> global jax arrays sharded over the `data` axis."""
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
-
-def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))

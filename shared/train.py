@@ -197,10 +197,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # SIGTERM / Ctrl-C from here on end the run at the next boundary.
     with preemption.PreemptionGuard() as guard:
       stores = task.load_data(config)   # before anything is written: its errors leave no trace
-      data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+      total_steps = (data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+                     * config.train.num_epochs)
       guard.stop_if_requested("while loading data; nothing was written. Re-run the same "
                               "command to start")
-      ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep)
+      ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep,
+                                     save_every_steps=config.train.checkpoint_every_steps,
+                                     final_step=total_steps)
       writer = metric_writer.MetricWriter(workdir)
       failed = True
       try:
@@ -222,16 +225,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer,
          writer: metric_writer.MetricWriter, guard: preemption.PreemptionGuard) -> dict:
   mesh = sharding.make_mesh()
-  pidx, pcount = jax.process_index(), jax.process_count()
+  process_index, process_count = jax.process_index(), jax.process_count()
 
   train_store, eval_store = stores
   batch_size = config.train.batch_size
-  spe = data.steps_per_epoch(len(train_store), batch_size)
-  total_steps = spe * config.train.num_epochs
-  tx, schedule = optim.make_optimizer(config.optimizer, spe, total_steps)
+  steps_in_epoch = data.steps_per_epoch(len(train_store), batch_size)
+  total_steps = steps_in_epoch * config.train.num_epochs
+  tx, schedule = optim.make_optimizer(config.optimizer, steps_in_epoch, total_steps)
   logging.info("train %d examples (%s), eval %d; %d steps/epoch, %d steps; %d device(s)",
                len(train_store), "cached" if train_store.cached else "decoded per batch",
-               len(eval_store), spe, total_steps, jax.device_count())
+               len(eval_store), steps_in_epoch, total_steps, jax.device_count())
 
   _load_config_guard(config, workdir, ckpt.latest_step() is not None)
   if config.mode == "eval" and ckpt.latest_step() is None:
@@ -239,7 +242,8 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
 
   repl = sharding.replicated(mesh)
   train_iter = lambda start: data.train_batches(  # pylint: disable=g-long-lambda
-      train_store, batch_size, config.seed, start, task.flip_keys, task.image_keys, pidx, pcount)
+      train_store, batch_size, config.seed, start, task.flip_keys, task.image_keys,
+      process_index, process_count)
   example = sharding.to_global(next(train_iter(0)), mesh)
   state = init_train_state(task, tx, jax.random.key(config.seed), example, mesh)
   n_params = count_params(state["params"])
@@ -297,10 +301,9 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
       # honoured at the next step, never half (raised without the save).
       preempt = guard.requested
       is_log = step % config.train.log_every_steps == 0 or step == total_steps
-      is_eval = (step % spe == 0 and (step // spe) % config.train.eval_every_epochs == 0
-                 or step == total_steps)
-      is_save = (step % config.train.checkpoint_every_steps == 0 or step == total_steps
-                 or preempt)
+      epoch_done, epoch = step % steps_in_epoch == 0, step // steps_in_epoch
+      is_eval = epoch_done and epoch % config.train.eval_every_epochs == 0 or step == total_steps
+      is_save = preempt or ckpt.should_save(step)
       if is_log or is_save or is_eval:
         # The only host syncs: every log / eval / checkpoint, never every step.
         fetched += [(s, m) for s, m in zip([s for s, _ in on_device],
@@ -315,8 +318,8 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
         eta = (total_steps - step) * batch_size / max(ips, 1e-9)
         writer.write("train", step, {**means, "images_per_s": ips})
         logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
-                     total_steps, -(-step // spe), config.train.num_epochs, means["loss"],
-                     ips, _fmt_eta(eta))
+                     total_steps, -(-step // steps_in_epoch), config.train.num_epochs,
+                     means["loss"], ips, _fmt_eta(eta))
         fetched = []
       if is_eval:
         final_metrics = run_eval()
@@ -363,7 +366,7 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   _write_json(os.path.join(workdir, "eval.json"), result)
   guard.stop_if_requested(f"after eval.json was written (step {step}); the pictures were not "
                           f"drawn: --config.mode=eval draws them")
-  if pidx == 0:
+  if process_index == 0:
     task.write_pictures(variables_of(state), eval_store, workdir,
                         jax.random.fold_in(jax.random.key(config.seed), 0x5EED))
     plotting.plot_curves(writer.path, os.path.join(workdir, "curves.png"),

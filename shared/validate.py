@@ -10,6 +10,7 @@ import math
 from typing import Any, Mapping
 
 import jax
+from ml_collections.config_flags import config_path
 
 from shared.errors import ConfigError
 
@@ -33,19 +34,19 @@ def check_common(config) -> None:
   for field in ("train.batch_size", "eval.batch_size", "train.num_epochs",
                 "train.log_every_steps", "train.eval_every_epochs",
                 "train.checkpoint_every_steps", "train.max_to_keep"):
-    _positive_int(_get(config, field), field)
+    _positive_int(config_path.get_value(field, config), field)
   if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
     raise ConfigError(f"seed={config.seed!r}: must be an integer >= 0")
   _check_optimizer(config.optimizer)
   n = jax.device_count()
   for field in ("train.batch_size", "eval.batch_size"):
-    value = _get(config, field)
+    value = config_path.get_value(field, config)
     if value % n:
       raise ConfigError(f"{field}={value}: must be divisible by the number of devices ({n}); "
                         f"use a multiple of {n}")
   for field in ("data.limit_train", "data.limit_eval"):
-    if _get(config, field) < 0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be >= 0 (0 = the whole split)")
+    if config_path.get_value(field, config) < 0:
+      raise ConfigError(f"{field}={config_path.get_value(field, config)}: must be >= 0 (0 = the whole split)")
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -70,14 +71,8 @@ def _check_optimizer(opt) -> None:
       raise ConfigError(f"optimizer.{name}={value!r}: must be {what}")
 
 
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """`{"a": {"b": 1}}` -> `{"a.b": 1}` (ml_collections can apply such a dict, not produce one)."""
   out = {}
   for key, value in tree.items():
     path = f"{prefix}{key}"

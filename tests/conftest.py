@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+from ml_collections.config_flags import config_path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -55,7 +56,4 @@ def tiny_unet_config(tfds_dir, variant="mp_tr_bce", **overrides):
 
 def set_dotted(tree, key: str, value) -> None:
   """`set_dotted(c, "train.batch_size", 8)` on a ConfigDict or a nested dict."""
-  *path, last = key.split(".")
-  for p in path:
-    tree = tree[p]
-  tree[last] = value
+  config_path.set_value(key, tree, value)

@@ -10,6 +10,8 @@ import importlib.util
 import re
 from typing import Sequence
 
+from ml_collections.config_flags import config_path
+
 from shared import errors
 
 
@@ -33,14 +35,14 @@ def _unknown_override(argv: Sequence[str]) -> str | None:
     m = re.match(r"--config\.([\w.]+)(=|$)", arg)
     if not m:
       continue
-    node, parts = config, m.group(1).split(".")
-    for i, part in enumerate(parts):
-      if not hasattr(node, "keys") or part not in node:
-        parent = ".".join(parts[:i]) or "<top level>"
+    parts = m.group(1).split(".")
+    for depth, name in enumerate(parts):
+      parent = ".".join(parts[:depth])
+      node = config_path.get_value(parent, config) if parent else config
+      if not hasattr(node, "keys") or name not in node:
         allowed = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
-        return (f"{arg}: config has no field {'.'.join(parts[:i + 1])!r}; fields under "
-                f"{parent}: {allowed}")
-      node = node[part]
+        return (f"{arg}: config has no field {'.'.join(parts[:depth + 1])!r}; fields under "
+                f"{parent or '<top level>'}: {allowed}")
   return None
 
 
