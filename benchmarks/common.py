@@ -1,8 +1,8 @@
 """Helpers shared by the benchmark workers and the driver: timing, peak RSS, subprocesses.
 
-Every measurement runs in its own subprocess (`worker.py`) so that peak RSS belongs to one
-model in one framework, XLA flags such as the simulated device count can differ per run, and a
-crash in one measurement does not lose the rest of the table.
+Every measurement runs in its own subprocess (`python -m benchmarks.worker`) so that peak RSS
+belongs to one model in one framework, XLA flags such as the simulated device count can differ
+per run, and a crash in one measurement does not lose the rest of the table.
 """
 
 from __future__ import annotations
@@ -16,20 +16,13 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "BENCH_RESULT "
 # Config overrides that shrink each model so one process compiles and runs it in seconds
 # (run.py --quick, tests).
 QUICK_UNET = {"data.image_size": 32, "model.base_features": 4, "model.depth": 2,
               "train.batch_size": 4, "eval.batch_size": 4}
 QUICK_CVAE = {"train.batch_size": 16, "eval.batch_size": 16}
-
-
-def ensure_repo_on_path() -> None:
-  """`python benchmarks/run.py` puts benchmarks/ on sys.path, not the repo root."""
-  if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 
 def peak_rss_mb() -> float:
@@ -54,11 +47,13 @@ def emit(result: dict) -> None:
 
 
 def run_worker(spec: dict, env_extra: dict | None = None, timeout: float = 3600) -> dict:
-  """Runs `worker.py` on `spec` in a fresh interpreter; returns its result or an `error`."""
+  """Runs `benchmarks.worker` on `spec` in a fresh interpreter; returns its result or an
+  `error`. The worker runs as a module from the repo root, so it imports this checkout (the
+  one the driver runs from) whether or not the project is installed."""
   env = dict(os.environ)
   env.update(env_extra or {})
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--spec=" + json.dumps(spec)]
+  cmd = [sys.executable, "-m", "benchmarks.worker", "--spec=" + json.dumps(spec)]
   try:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           errors="replace", timeout=timeout, check=False)
@@ -75,7 +70,7 @@ def combine_repeats(runs: list[dict]) -> dict:
   """One result from several processes' results for the same spec (`run.py --repeats`).
 
   Why: on this machine the same step measured in two fresh processes differed by up to 36%
-  (benchmarks/README.md), more than most changes being measured. Running every measurement in
+  (docs/performance.md), more than most changes being measured. Running every measurement in
   several processes, interleaved in time with the other frameworks' and taking the median of
   the per-process medians, keeps one slow process or one noisy minute from deciding a ratio.
   Times (train step, eval step, compile, first call) are medians over the processes that
@@ -87,10 +82,9 @@ def combine_repeats(runs: list[dict]) -> dict:
   if not ok:
     return runs[-1]
   out = dict(ok[0])
-  med = lambda key: statistics.median(r[key] for r in ok)
   for key in ("step_s", "eval_step_s", "compile_s", "first_call_s", "eval_compile_s"):
     if all(r.get(key) is not None for r in ok):
-      out[key] = med(key)
+      out[key] = statistics.median(r[key] for r in ok)
   out["images_per_s"] = out["batch_size"] / out["step_s"]
   if out.get("eval_step_s"):
     out["eval_images_per_s"] = out["eval_batch_size"] / out["eval_step_s"]

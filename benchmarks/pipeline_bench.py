@@ -23,26 +23,29 @@ def measure(spec: dict) -> dict:
   else:
     from cvae import input_pipeline  # pylint: disable=g-import-not-at-top
     preprocess, flip_keys = input_pipeline.preprocess, ()
-  d = config.data
-  bs = config.train.batch_size
+  data_config = config.data
+  batch_size = config.train.batch_size
   t0 = time.perf_counter()
-  source = data.open_source(d.name, d.train_split, d.data_dir, download=False)
-  store = data.ExampleStore(source, preprocess, d.cache_max_bytes, f"{d.name}/{d.train_split}",
+  source = data.open_source(data_config.name, data_config.train_split, data_config.data_dir,
+                            download=False)
+  store = data.ExampleStore(source, preprocess, data_config.cache_max_bytes,
+                            f"{data_config.name}/{data_config.train_split}",
                             spec.get("limit_train", 0))
   build_s = time.perf_counter() - t0
-  spe = data.steps_per_epoch(len(store), bs)
+  steps_per_epoch = data.steps_per_epoch(len(store), batch_size)
 
-  def epochs(n, start_step):
-    it = data.train_batches(store, bs, config.seed, start_step, flip_keys, ("image",))
-    t = time.perf_counter()
-    for _ in range(n * spe):
-      next(it)
-    return time.perf_counter() - t
+  def time_epochs(num_epochs, start_step):
+    batches = data.train_batches(store, batch_size, config.seed, start_step, flip_keys,
+                                 ("image",))
+    start = time.perf_counter()
+    for _ in range(num_epochs * steps_per_epoch):
+      next(batches)
+    return time.perf_counter() - start
 
-  first_iter_s = epochs(1, 0)
-  n_cached = spec.get("cached_epochs", 2)
-  cached_s = epochs(n_cached, spe)
+  first_epoch_s = time_epochs(1, 0)
+  cached_epochs = spec.get("cached_epochs", 2)
+  cached_s = time_epochs(cached_epochs, steps_per_epoch)
   return {"framework": "pipeline", "num_examples": len(store), "cached": store.cached,
-          "batch_size": bs, "build_s": build_s,
-          "first_epoch_images_per_s": spe * bs / (build_s + first_iter_s),
-          "cached_images_per_s": n_cached * spe * bs / cached_s}
+          "batch_size": batch_size, "build_s": build_s,
+          "first_epoch_images_per_s": steps_per_epoch * batch_size / (build_s + first_epoch_s),
+          "cached_images_per_s": cached_epochs * steps_per_epoch * batch_size / cached_s}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 
-def _f(v, fmt="{:.1f}") -> str:
-  if v is None or (isinstance(v, float) and math.isnan(v)):
+def _cell(value, fmt="{:.1f}") -> str:
+  """A table cell: `value` formatted, or "-" when it was not measured (None or nan)."""
+  if value is None or (isinstance(value, float) and math.isnan(value)):
     return "-"
-  return fmt.format(v)
+  return fmt.format(value)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -32,11 +33,12 @@ def matmul_ceiling(matmul: list[dict]) -> float | None:
   return max(matmul[0]["numpy_gflops"], matmul[0]["jax_gflops"])
 
 
-def matmul_line(m: dict) -> str:
-  if "error" in m:
-    return f"\ndense matmul ceiling: failed ({m['error']})"
-  return (f"\ndense fp32 matmul {m['n']}x{m['n']}: numpy {m['numpy_gflops']:.0f} GFLOP/s, "
-          f"jax {m['jax_gflops']:.0f} GFLOP/s (utilisation = train-step FLOP/s / the larger)")
+def matmul_line(matmul: dict) -> str:
+  if "error" in matmul:
+    return f"\ndense matmul ceiling: failed ({matmul['error']})"
+  n = matmul["n"]
+  return (f"\ndense fp32 matmul {n}x{n}: numpy {matmul['numpy_gflops']:.0f} GFLOP/s, "
+          f"jax {matmul['jax_gflops']:.0f} GFLOP/s (utilisation = train-step FLOP/s / the larger)")
 
 
 def step_table(section: str, results: list[dict], ceiling: float | None) -> str:
@@ -55,22 +57,22 @@ def step_table(section: str, results: list[dict], ceiling: float | None) -> str:
       rows.append([name, size, fw, "error"] + [""] * (len(header) - 4))
       notes.append(f"{name} {size} {fw}: {r['error']}")
       continue
-    mine = ours.get((name, size))
-    ratio = (mine["images_per_s"] / r["images_per_s"]
-             if mine and r["framework"] != "jax" else None)
+    our_row = ours.get((name, size))
+    ratio = (our_row["images_per_s"] / r["images_per_s"]
+             if our_row and r["framework"] != "jax" else None)
     params = str(r["num_params"])
-    if mine and r["num_params"] != mine["num_params"]:
+    if our_row and r["num_params"] != our_row["num_params"]:
       params += "!"
       notes.append(f"{name} {size} {fw}: {r['num_params']} parameters, ours "
-                   f"{mine['num_params']} (the mirror is not the same model)")
+                   f"{our_row['num_params']} (the mirror is not the same model)")
     gflops = r.get("flops_per_s") and r["flops_per_s"] / 1e9
     util = gflops / ceiling if gflops and ceiling else None
-    row = [name, size, fw, params, str(r["batch_size"]), _f(r.get("compile_s")),
-           _f(r.get("first_call_s")), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
-           _f(r.get("eval_images_per_s")), _f(r.get("peak_rss_mb"), "{:.0f}"),
-           _f(gflops), _f(util, "{:.1%}"), _f(ratio, "{:.2f}")]
+    row = [name, size, fw, params, str(r["batch_size"]), _cell(r.get("compile_s")),
+           _cell(r.get("first_call_s")), _cell(r["step_s"] * 1e3), _cell(r["images_per_s"]),
+           _cell(r.get("eval_images_per_s")), _cell(r.get("peak_rss_mb"), "{:.0f}"),
+           _cell(gflops), _cell(util, "{:.1%}"), _cell(ratio, "{:.2f}")]
     if repeated:
-      row.insert(header.index("spread"), _f(r.get("spread"), "{:.0%}"))
+      row.insert(header.index("spread"), _cell(r.get("spread"), "{:.0%}"))
       if r.get("failed_repeats"):
         notes.append(f"{name} {size} {fw}: {r['failed_repeats']} of {r['repeats']} processes "
                      f"failed; the row is the median of the others")
@@ -97,11 +99,11 @@ def pipeline_table(pipeline: list[dict], results: dict) -> str:
       continue
     step = ours.get(_name(r))
     train_ips = step["images_per_s"] if step else None
-    rows.append([name, size, str(r["num_examples"]), str(r["batch_size"]), _f(r["build_s"]),
-                 _f(r["first_epoch_images_per_s"], "{:.0f}"),
-                 _f(r["cached_images_per_s"], "{:.0f}"), _f(train_ips),
-                 _f(train_ips and r["cached_images_per_s"] / train_ips, "{:.0f}x"),
-                 _f(r.get("peak_rss_mb"), "{:.0f}")])
+    rows.append([name, size, str(r["num_examples"]), str(r["batch_size"]), _cell(r["build_s"]),
+                 _cell(r["first_epoch_images_per_s"], "{:.0f}"),
+                 _cell(r["cached_images_per_s"], "{:.0f}"), _cell(train_ips),
+                 _cell(train_ips and r["cached_images_per_s"] / train_ips, "{:.0f}x"),
+                 _cell(r.get("peak_rss_mb"), "{:.0f}")])
   return _table("input pipeline (shared.data from TFDS_DATA_DIR) vs our train step's "
                 "consumption (train_img/s, strconv_ups_dice row for the UNet)", header,
                 rows) + _error_notes(pipeline)
@@ -121,8 +123,8 @@ def scaling_table(scaling: list[dict]) -> str:
     first.setdefault(axis, r)
     rel = r["images_per_s"] / first[axis]["images_per_s"]
     rows.append([axis, str(size), str(r["batch_size"]), str(r["num_devices"]),
-                 _f(r["compile_s"]), _f(r["step_s"] * 1e3), _f(r["images_per_s"]),
-                 _f(r["step_s"] * 1e3 / r["batch_size"], "{:.2f}"), _f(rel, "{:.2f}x")])
+                 _cell(r["compile_s"]), _cell(r["step_s"] * 1e3), _cell(r["images_per_s"]),
+                 _cell(r["step_s"] * 1e3 / r["batch_size"], "{:.2f}"), _cell(rel, "{:.2f}x")])
   return _table("scaling of our train step (strconv_ups_dice, cpu model); vs_first = img/s "
                 "relative to the axis's first row", header, rows) + _error_notes(scaling)
 

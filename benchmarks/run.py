@@ -1,6 +1,6 @@
 """Side-by-side benchmark of our train/eval steps against PyTorch on this machine.
 
-  python benchmarks/run.py [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
+  python -m benchmarks.run [--quick] [--only=unet,cvae,pipeline,scaling] [--steps=20]
                            [--repeats=N] [--torch_threads=N] [--out=bench.json]
                            [--set=FIELD=VALUE,...] [--allocator=auto] [--notorch_tcmalloc]
 
@@ -11,6 +11,9 @@ per framework. Our rows run under the allocator launch.py uses (`--allocator`, d
 tcmalloc when installed, shared/process/allocator.py); PyTorch eager under the system allocator, as
 it runs by default, and once more under tcmalloc (`torch_tcmalloc` rows) so that the share of
 our lead that is the allocator's shows. See benchmarks/README.md for the columns.
+
+Run it from the repo root (its worker subprocesses run as `python -m benchmarks.worker` there),
+in the environment `pip install -r requirements.txt -r requirements-bench.txt` made.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from benchmarks import common
@@ -107,15 +108,16 @@ def run_in_rounds(specs: list[dict], repeats: int) -> list[dict]:
 def cvae_specs(quick: bool) -> list[dict]:
   datasets = ["mnist"] if quick else ["mnist", "cifar10"]
   overrides = _overrides(common.QUICK_CVAE if quick else {})
-  return [{"model": "cvae", "dataset": d, "overrides": overrides} for d in datasets]
+  return [{"model": "cvae", "dataset": dataset, "overrides": overrides}
+          for dataset in datasets]
 
 
 def pipeline_specs(quick: bool) -> list[dict]:
   limit = {"unet": 64, "cvae": 1024} if quick else {"unet": 0, "cvae": 0}
   specs = [{"model": "unet", "variant": RATIO_VARIANT, "size": s, "limit_train": limit["unet"]}
            for s in (["cpu"] if quick else ["cpu", "default"])]
-  specs += [{"model": "cvae", "dataset": d, "limit_train": limit["cvae"]}
-            for d in (["mnist"] if quick else ["mnist", "cifar10"])]
+  specs += [{"model": "cvae", "dataset": dataset, "limit_train": limit["cvae"]}
+            for dataset in (["mnist"] if quick else ["mnist", "cifar10"])]
   return [{**s, "kind": "pipeline", "cached_epochs": 1 if quick else 3} for s in specs]
 
 

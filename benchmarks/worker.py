@@ -1,4 +1,5 @@
-"""One measurement in a fresh interpreter: `worker.py --spec=JSON`; prints one result line.
+"""One measurement in a fresh interpreter: `python -m benchmarks.worker --spec=JSON`; prints
+one result line.
 
 Run by run.py (see common.run_worker), not by hand, so that each result's peak RSS, XLA flags
 and thread settings belong to that measurement alone.
@@ -7,12 +8,8 @@ and thread settings belong to that measurement alone.
 from __future__ import annotations
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from benchmarks import common
@@ -23,7 +20,6 @@ _SPEC = flags.DEFINE_string("spec", None, "JSON measurement spec (see run.py)", 
 def main(argv):
   del argv
   spec = json.loads(_SPEC.value)
-  common.ensure_repo_on_path()
   from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()     # the project's XLA:CPU defaults, as launch.py applies them
   kind = spec["kind"]

@@ -71,7 +71,7 @@ def split_outputs(likelihood: str, out):
 
   One `lax.split`, not several slices: its gradient is one concatenate, where slices' would be
   full-width pads summed, which XLA:CPU fused with the whole likelihood gradient (its costliest
-  op, 10 ms; the CIFAR-10 step 161 -> 154 ms in one process, benchmarks/README.md).
+  op, 10 ms; the CIFAR-10 step 161 -> 154 ms in one process, docs/performance.md).
   """
   if likelihood == "bernoulli":
     return (out,)

@@ -1,16 +1,17 @@
-"""Shared test fixtures: repo root on sys.path, the prepared tfds folder, tiny configs."""
+"""Shared test fixtures: the repo root, the prepared tfds folder, tiny configs.
+
+The project's packages are imported from the install (`pip install -r requirements.txt` ends
+with `-e .`); without it, `python -m pytest` from the repo root finds them there too.
+"""
 
 import os
-import sys
 
 import pytest
 from ml_collections.config_flags import config_path
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
+from shared.process import xla_flags
 
-from shared.process import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 xla_flags.apply_defaults()   # as launch.py does: tests and subprocesses run the users' XLA flags
 

@@ -1,12 +1,10 @@
-"""benchmarks/ab_step.py: arms parse into config overrides and XLA compile options, and every
-arm's real train step is compiled in one process and timed round by round."""
+"""benchmarks/investigations/ab_step.py: arms parse into config overrides and XLA compile
+options, and every arm's real train step is compiled in one process and timed round by round."""
 
 import pytest
 
-from tests.conftest import REPO_ROOT  # pylint: disable=unused-import  (puts the repo on sys.path)
-
-from benchmarks import ab_step  # pylint: disable=g-import-not-at-top
-from benchmarks import common  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from benchmarks.investigations import ab_step
 
 
 def test_parse_arm_splits_overrides_from_compile_options():

@@ -65,7 +65,7 @@ def test_tcmalloc_loaded_reads_the_process_maps(tmp_path):
   assert not allocator.tcmalloc_loaded(str(tmp_path / "missing"))
 
 
-_PROBE = ("import os, sys; sys.path.insert(0, {root!r}); from shared.process import allocator; "
+_PROBE = ("import os; from shared.process import allocator; "
           "allocator.maybe_reexec({mode!r}); "
           "print(allocator.tcmalloc_loaded(), os.environ.get('TCMALLOC_RELEASE_RATE'))")
 
@@ -76,7 +76,8 @@ def test_restart_loads_tcmalloc_in_a_real_process(mode):
   tcmalloc mapped, when the machine has it; under `system` it never does."""
   env = {k: v for k, v in os.environ.items()
          if k not in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", allocator.REEXEC_MARKER)}
-  proc = subprocess.run([sys.executable, "-c", _PROBE.format(root=REPO_ROOT, mode=mode)],
+  # `python -c` in the repo root imports the project from there (cwd is on its sys.path).
+  proc = subprocess.run([sys.executable, "-c", _PROBE.format(mode=mode)], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=60, check=True)
   expect_loaded = mode == "auto" and allocator.find_tcmalloc() is not None
   assert proc.stdout.split() == ([str(True), "0"] if expect_loaded else [str(False), "None"])

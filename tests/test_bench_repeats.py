@@ -1,12 +1,11 @@
-"""`benchmarks/run.py --repeats`: several processes' results for one measurement become one row
-(medians of the per-process medians, largest peak RSS, the spread) and the table shows it."""
+"""`python -m benchmarks.run --repeats`: several processes' results for one measurement become
+one row (medians of the per-process medians, largest peak RSS, the spread) and the table shows
+it."""
 
 import pytest
 
-from tests.conftest import REPO_ROOT  # pylint: disable=unused-import  (puts the repo on sys.path)
-
-from benchmarks import common  # pylint: disable=g-import-not-at-top
-from benchmarks import report  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from benchmarks import report
 
 SPEC = {"kind": "jax_step", "model": "unet", "variant": "mp_tr_bce", "size": "cpu"}
 

@@ -1,6 +1,6 @@
 """The PyTorch mirrors in benchmarks/ are the same models as ours (equal parameter counts for
 every UNet variant, at the default, cpu and a small size, and for the CVAE on both datasets),
-and `benchmarks/run.py --quick` prints its table and the final `unet_vs_pytorch=` line.
+and `python -m benchmarks.run --quick` prints its table and the final `unet_vs_pytorch=` line.
 
 Skipped when torch is absent: it is a benchmark-only dependency (requirements-bench.txt).
 """
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT  # pylint: disable=unused-import  (puts the repo on sys.path)
+from tests.conftest import REPO_ROOT
 
 torch = pytest.importorskip("torch", reason="benchmark-only dependency; pip install -r "
                             "requirements-bench.txt")
@@ -97,9 +97,9 @@ def test_synthetic_batches_match_the_data_package_dtypes():
 def test_quick_run_prints_table_and_ratio_line():
   """The one command, in its smoke-test mode, end to end in subprocesses (~1 min on 2 cores)."""
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-  proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "benchmarks", "run.py"),
-                         "--quick", "--only=unet"], cwd=REPO_ROOT, env=env, capture_output=True,
-                        text=True, timeout=300, check=False)
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only=unet"],
+                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
   assert re.fullmatch(r"unet_vs_pytorch=\d+\.\d+", lines[-1]), proc.stdout

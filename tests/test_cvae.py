@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.conftest import REPO_ROOT, TFDS_DIR  # pylint: disable=unused-import  (sys.path)
+from tests.conftest import TFDS_DIR
 
 from configs import classifier as classifier_configs
 from configs import cvae as cvae_configs

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.conftest import run_fast  # (also puts the repo on sys.path)
+from tests.conftest import run_fast
 
 from configs import classifier as classifier_configs
 from cvae import augment

@@ -1,5 +1,5 @@
-"""benchmarks/profile_step.py: op names are read from compiled HLO and trace events are summed
-by name, so its table maps time to the model's layers."""
+"""benchmarks/investigations/profile_step.py: op names are read from compiled HLO and trace
+events are summed by name, so its table maps time to the model's layers."""
 
 import gzip
 import json
@@ -7,9 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from tests.conftest import REPO_ROOT  # pylint: disable=unused-import  (puts the repo on sys.path)
-
-from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+from benchmarks.investigations import profile_step
 
 
 def test_op_names_map_hlo_instructions_to_jax_source():

@@ -14,8 +14,7 @@ from shared import workdir_lock
 from tests.conftest import REPO_ROOT
 
 HOLDER = """
-import sys, time
-sys.path.insert(0, {repo!r})
+import time
 from shared import workdir_lock
 lock = workdir_lock.WorkdirLock({workdir!r})
 lock.acquire()
@@ -25,8 +24,9 @@ time.sleep(120)
 
 
 def _hold(workdir):
-  """A separate process that takes the workdir's lock and sleeps; returns once it holds it."""
-  proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=REPO_ROOT, workdir=workdir)],
+  """A separate process that takes the workdir's lock and sleeps; returns once it holds it.
+  `python -c` in the repo root imports the project from there (cwd is on its sys.path)."""
+  proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(workdir=workdir)], cwd=REPO_ROOT,
                           stdout=subprocess.PIPE, text=True)
   assert proc.stdout.readline().strip() == "locked"
   return proc

@@ -4,12 +4,13 @@ transposed convolution is computed as an ordinary convolution (`impl="phase"`).
 Why: XLA lowers a transposed convolution to an input-dilated one (stride-1 over an input with
 s-1 zeros between pixels), and on XLA:CPU its gradients are very slow: the UNet's 2x2 stride-2
 up-convolution (16px, 256->128, batch 16) took 482 ms forward + gradient as XLA's transposed
-conv and 29 ms by phases, the CVAE decoder's 4x4 ones 63-95 ms and 17-19 ms (`python
-benchmarks/conv_impls.py`, quiet machine; benchmarks/README.md). By phases: for stride s, output
-row s*q + r only meets the kernel taps k with (r + k - pad) divisible by s, a window of k/s
-input rows, so one stride-1 convolution with a (k/s, k/s) window and s*s*features output
-channels computes every phase, and a depth-to-space interleaves them. Everything is plain XLA
-(forward and autodiff), with no dilated convolution and no zeros multiplied.
+conv and 29 ms by phases, the CVAE decoder's 4x4 ones 63-95 ms and 17-19 ms (`python -m
+benchmarks.investigations.conv_impls`, quiet machine; docs/performance.md). By phases: for
+stride s, output row s*q + r only meets the kernel taps k with (r + k - pad) divisible by s, a
+window of k/s input rows, so one stride-1 convolution with a (k/s, k/s) window and
+s*s*features output channels computes every phase, and a depth-to-space interleaves them.
+Everything is plain XLA (forward and autodiff), with no dilated convolution and no zeros
+multiplied.
 
 `impl`: "phase" (transposed convs by phases, ordinary convs by XLA), "xla" (XLA's own
 convolutions everywhere), "im2col" (every conv as patches @ kernel: a reference, slower).

@@ -9,10 +9,10 @@ def max_pool_2x2(x):
 
   Why: XLA:CPU differentiates `reduce_window` max through `select_and_scatter`, which was
   1.9-5.7x slower than the gradient of a plain reduction (a 2x2 pool after ReLU at 64px x64,
-  batch 16: 68.7 -> 12.1 ms forward + gradient; `benchmarks/conv_impls.py`). Same values; the
-  gradient differs only where a window holds equal maxima (split between them instead of given
-  to the first), which after a ReLU happens for all-zero windows, whose gradient the ReLU
-  zeroes.
+  batch 16: 68.7 -> 12.1 ms forward + gradient; `python -m benchmarks.investigations.conv_impls`).
+  Same values; the gradient differs only where a window holds equal maxima (split between them
+  instead of given to the first), which after a ReLU happens for all-zero windows, whose
+  gradient the ReLU zeroes.
   """
   b, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]

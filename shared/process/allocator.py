@@ -5,7 +5,7 @@ from its worker-thread arenas with `mmap`, returning them with `munmap` when the
 So every train step page-faults and zeroes its whole working set again: 32,000 minor faults
 (124 MB) per `cpu`-size UNet step, 293,000 (1.1 GB) at the default size. tcmalloc with
 `TCMALLOC_RELEASE_RATE=0` keeps freed pages for the next step: under 100 faults per step, and
-the step 16-35% faster at the `cpu` size, 8-19% at the default size (benchmarks/README.md,
+the step 16-35% faster at the `cpu` size, 8-19% at the default size (docs/performance.md,
 "Tried, and kept"). glibc's own knobs do not reach those arenas (`MALLOC_MMAP_MAX_=0` is
 ignored there; `MALLOC_ARENA_MAX=1` made the step slower, 199 ms against 123-155, likely
 from XLA's threads sharing one arena lock).

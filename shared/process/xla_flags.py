@@ -4,7 +4,7 @@ Why: jaxlib 0.10.2 hands convolutions on CPU to YNNPACK, and on this 2-core mach
 convolutions (forward and gradients) were 2-4x slower than XLA's own: a 3x3 conv at
 128x128x32, batch 16, took 112 ms forward and 882 ms forward + gradient through YNNPACK,
 45 ms and 160 ms without it; the base-32 UNet train step (`strconv_ups_dice`, 128 px, batch 16)
-went from 5.5-5.8 s to 3.6 s (benchmarks/README.md). Dots and elementwise fusions keep
+went from 5.5-5.8 s to 3.6 s (docs/performance.md). Dots and elementwise fusions keep
 YNNPACK; only convolutions are taken off its list.
 
 `apply_defaults()` must run before JAX creates its CPU backend (before the first computation;

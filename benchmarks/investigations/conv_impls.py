@@ -1,7 +1,7 @@
 """Forward and forward+backward time of single conv layers under each `model.conv_impl`, and
 of the 2x2 max-pool as Flax's `nn.max_pool` against `layers.max_pool_2x2`.
 
-  python benchmarks/conv_impls.py [--steps=8]
+  python -m benchmarks.investigations.conv_impls [--steps=8]
 
 Why: `shared/layers/` picks how convolutions are computed (XLA's convolution, im2col
 matmuls, or XLA forward + im2col gradient). This prints, for the layer shapes the UNet and the
@@ -11,22 +11,17 @@ checked on any machine. All three compute the same function (tests/test_layers.p
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 from absl import app
 from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import flax.linen as nn  # pylint: disable=g-import-not-at-top
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from shared import layers  # pylint: disable=g-import-not-at-top
-from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
+from shared import layers
+from shared.process import xla_flags
 
 _STEPS = flags.DEFINE_integer("steps", 8, "timed calls per measurement (median reported)")
 

@@ -1,7 +1,7 @@
 """Several forms of one train step, compiled in ONE process and timed alternately: the way to
 see a 5% change on a machine whose step time moves 13-36% from one process to the next.
 
-  python benchmarks/ab_step.py --variant=mp_tr_bce --size=cpu \
+  python -m benchmarks.investigations.ab_step --variant=mp_tr_bce --size=cpu \
       --arm=base: \
       --arm=xla_convs:model.conv_impl=xla \
       --arm=no_ynn_reduce:--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT
@@ -23,18 +23,14 @@ one-process-per-measurement tables of run.py carry.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import sys
 import time
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # pylint: disable=g-import-not-at-top
-from shared.process import allocator  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from shared.process import allocator
 
 
 def parse_arm(text: str) -> tuple[str, dict, dict]:
@@ -101,11 +97,11 @@ def table(times: dict[str, list[float]]) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top
   first = None
   lines = [f"{'arm':24s} {'median_ms':>9s} {'p25_ms':>8s} {'p75_ms':>8s} {'vs_first':>8s}"]
-  for name, ts in times.items():
-    med = float(np.median(ts)) * 1e3
-    first = first or med
-    lines.append(f"{name[:24]:24s} {med:9.1f} {np.percentile(ts, 25) * 1e3:8.1f} "
-                 f"{np.percentile(ts, 75) * 1e3:8.1f} {med / first:8.3f}")
+  for name, step_times in times.items():
+    median_ms = float(np.median(step_times)) * 1e3
+    first = first or median_ms
+    lines.append(f"{name[:24]:24s} {median_ms:9.1f} {np.percentile(step_times, 25) * 1e3:8.1f} "
+                 f"{np.percentile(step_times, 75) * 1e3:8.1f} {median_ms / first:8.3f}")
   return "\n".join(lines)
 
 
@@ -130,7 +126,6 @@ def _define_flags():
 
 def main(argv, flag):
   del argv
-  common.ensure_repo_on_path()
   allocator.maybe_reexec(flag["allocator"].value)   # time what launch.py runs
   from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()
@@ -153,5 +148,5 @@ def main(argv, flag):
 
 
 if __name__ == "__main__":
-  _flags = _define_flags()
-  app.run(lambda argv: main(argv, _flags))
+  defined_flags = _define_flags()
+  app.run(lambda argv: main(argv, defined_flags))

@@ -1,9 +1,10 @@
 """Where our train step spends its time: a `jax.profiler` trace of a few compiled steps, summed
 by HLO op and mapped back to the model's layers.
 
-  python benchmarks/profile_step.py --model=unet --variant=strconv_ups_dice --size=cpu
-  python benchmarks/profile_step.py --model=cvae --dataset=cifar10 --top=40
-  python benchmarks/profile_step.py ... --set=model.conv_impl=xla     # the same, another config
+  python -m benchmarks.investigations.profile_step --model=unet --variant=strconv_ups_dice \
+      --size=cpu
+  python -m benchmarks.investigations.profile_step --model=cvae --dataset=cifar10 --top=40
+  python -m benchmarks.investigations.profile_step ... --set=model.conv_impl=xla  # another config
 
 Why: the benchmark table says how fast a step is, not why. This prints the ops that take the
 most time per step (summed over the trace's complete events, divided by the steps traced),
@@ -23,16 +24,13 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # pylint: disable=g-import-not-at-top
-from shared.process import allocator  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from shared.process import allocator
 
 _MODEL = flags.DEFINE_enum("model", "unet", ["unet", "cvae"], "model family")
 _VARIANT = flags.DEFINE_string("variant", "strconv_ups_dice", "UNet variant")
@@ -52,9 +50,9 @@ def op_names(hlo_text: str) -> dict[str, str]:
   """HLO instruction name -> the `op_name` XLA recorded for it (the JAX source of the op)."""
   names = {}
   for line in hlo_text.splitlines():
-    m = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*metadata=\{[^}]*op_name=\"([^\"]+)\"", line)
-    if m:
-      names[m.group(1)] = m.group(2)
+    match = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*metadata=\{[^}]*op_name=\"([^\"]+)\"", line)
+    if match:
+      names[match.group(1)] = match.group(2)
   return names
 
 
@@ -65,19 +63,18 @@ def summed_events(trace_dir: str) -> collections.Counter:
                              recursive=True), key=os.path.getmtime)
   if not paths:
     raise FileNotFoundError(f"no trace (*.trace.json.gz) written under {trace_dir}")
-  with gzip.open(paths[-1], "rt") as f:
-    trace = json.load(f)
+  with gzip.open(paths[-1], "rt") as trace_file:
+    trace = json.load(trace_file)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
   totals = collections.Counter()
-  for e in events:
-    if e.get("ph") == "X" and "dur" in e:
-      totals[e["name"]] += float(e["dur"])
+  for event in events:
+    if event.get("ph") == "X" and "dur" in event:     # complete events: name and duration
+      totals[event["name"]] += float(event["dur"])
   return totals
 
 
 def main(argv):
   del argv
-  common.ensure_repo_on_path()
   allocator.maybe_reexec(_ALLOCATOR.value)   # profile what launch.py runs
   from shared.process import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply_defaults()
