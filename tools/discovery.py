@@ -55,6 +55,7 @@ def report_specs() -> dict[str, tuple[str, experiments.ReportSpec]]:
     spec = getattr(module, "REPORT", None)
     if spec is not None:
       if spec.task in found:
-        raise ValueError(f"task {spec.task!r} has a REPORT in both {found[spec.task][0]} and {path}")
+        raise ValueError(
+            f"task {spec.task!r} has a REPORT in both {found[spec.task][0]} and {path}")
       found[spec.task] = (path, spec)
   return found
