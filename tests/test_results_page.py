@@ -133,3 +133,11 @@ def test_a_run_of_an_unknown_family_keeps_its_row_and_says_why_it_has_no_command
   text = results_page.page([str(tmp_path)], "results.md", report_table.IGNORED_FIELDS)
   assert "| old_family" in text
   assert "- no command: no config in configs/ has task 'gone.task' and variant 'v'" in text
+
+
+def test_committed_results_page_is_generated_from_docs_runs(monkeypatch):
+  monkeypatch.chdir(REPO)
+  text = results_page.page(["docs/runs"], "docs/results.md", report_table.IGNORED_FIELDS)
+  with open("docs/results.md") as f:
+    assert f.read() == text, ("docs/results.md is stale: python -m tools.report "
+                              "--runs=docs/runs --results_md=docs/results.md")
