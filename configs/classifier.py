@@ -8,14 +8,17 @@ Modifiers:
   seed=N     seed for init, data order and augmentation
   epochs=N   number of training epochs
 Every field can still be overridden with `--config.FIELD=value`.
+The judges are trained by the `cvae` sweep (configs/cvae.py); their table's columns: `REPORT`.
 """
 
 import ml_collections
 
 from configs import common
+from configs import experiments
 from shared import config_args
 
 DATASETS = ("mnist", "cifar10")
+VARIANTS = DATASETS
 MODIFIERS = {"cpu": False, "seed": 0, "epochs": 0}
 MINIMUMS = {"seed": 0, "epochs": 1}
 
@@ -84,3 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mods["epochs"]:
     config.train.num_epochs = mods["epochs"]
   return config
+
+
+REPORT = experiments.ReportSpec(
+    task="cvae.classifier_task", slug="classifier", title="Judge classifier",
+    factors=(("dataset", "data.name"),), metrics=("accuracy", "loss"), headline=("accuracy",),
+    compare_within=(("*", ("dataset",)),))

@@ -10,14 +10,23 @@ Modifiers:
   seed=N       seed for init, data order, z samples and wrong labels
   epochs=N     number of training epochs
 Every field can still be overridden with `--config.FIELD=value`.
+`SWEEPS` (cvae: judges, then the label-input x wrong-label-rate grid) and the table's columns
+(`REPORT`) are at the end.
 """
 
 import ml_collections
 
+import os
+
 from configs import common
+from configs import experiments
 from shared import config_args
 
 DATASETS = ("mnist", "cifar10")
+VARIANTS = DATASETS
+# The sweep's factors: where the label goes and how often training sees a wrong label.
+LABEL_INPUTS = ("encoder", "decoder", "both")
+SWEEP_WRONG_LABEL_RATES = (0.0, 0.25, 0.5)
 MODIFIERS = {"cpu": False, "label": "", "seed": 0, "epochs": 0}
 MINIMUMS = {"seed": 0, "epochs": 1}
 
@@ -109,3 +118,52 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mods["epochs"]:
     config.train.num_epochs = mods["epochs"]
   return config
+
+
+def _rate_name(rate: float) -> str:
+  return f"{rate:g}".replace(".", "p")
+
+
+def grid_runs(root, seeds, modifiers) -> list[experiments.Run]:
+  """CVAE: one judge classifier per dataset (ROOT/classifier/DATASET, seed 0), then datasets x
+  label_input (encoder|decoder|both) x wrong_label_rate (0, 0.25, 0.5):
+  ROOT/DATASET_LABELINPUT_wrongRATE/seed_S, each pointed at its judge
+
+  The judge is a fixed measuring instrument, so it is not repeated per seed; each CVAE run
+  points `eval.classifier_workdir` at it.
+  """
+  runs, judges = [], {}
+  for dataset in DATASETS:
+    judges[dataset] = os.path.join(root, "classifier", dataset)
+    runs.append(experiments.Run(
+        f"classifier_{dataset}",
+        experiments.config_arg("configs/classifier.py", dataset, modifiers, None),
+        judges[dataset]))
+  for seed in seeds:
+    for dataset in DATASETS:
+      for label_input in LABEL_INPUTS:
+        for rate in SWEEP_WRONG_LABEL_RATES:
+          name = f"{dataset}_{label_input}_wrong{_rate_name(rate)}"
+          overrides = (f"--config.model.label_input={label_input}",
+                       f"--config.loss.wrong_label_rate={rate:g}",
+                       f"--config.eval.classifier_workdir={judges[dataset]}")
+          runs.append(experiments.Run(
+              name, experiments.config_arg("configs/cvae.py", dataset, modifiers, seed),
+              experiments.seed_dir(root, name, seed), overrides, needs=(judges[dataset],)))
+  return runs
+
+
+SWEEPS = {"cvae": grid_runs}
+
+REPORT = experiments.ReportSpec(
+    task="cvae.task", slug="cvae", title="Conditional VAE",
+    factors=(("dataset", "data.name"), ("label input", "model.label_input"),
+             ("wrong-label rate", "loss.wrong_label_rate"),
+             ("wrong-label target", "loss.wrong_label_target")),
+    metrics=("neg_elbo", "recon", "kl", "bits_per_dim", "label_adherence",
+             "label_adherence_decoder_only", "true_label_accuracy", "classifier_accuracy"),
+    headline=("neg_elbo", "label_adherence", "true_label_accuracy"),
+    # Nats and adherence are on another scale per dataset: best marked, and plotted, per dataset.
+    compare_within=(("*", ("dataset",)),), plot_by=("dataset",),
+    # Pictures and the judge's folder do not change the metrics of the model.
+    ignored_fields=("eval.num_swap_rows", "eval.num_iterations", "eval.classifier_workdir"))

@@ -5,6 +5,7 @@ VARIANT is `DOWN_UP_LOSS`:
   UP    tr (2x2 transposed conv, stride 2) | ups (bilinear resize x2, then 3x3 conv)
   LOSS  bce | dice | bce_dice
 The ablation runs the four in `ABLATION`; every other combination is valid too.
+`SWEEPS` (unet_ablation, unet_all) and the table's columns (`REPORT`) are at the end.
 
 Modifiers:
   cpu        small model and budget that finishes in a few minutes on a 2-core CPU
@@ -18,6 +19,7 @@ Every field can still be overridden with `--config.FIELD=value`.
 import ml_collections
 
 from configs import common
+from configs import experiments
 from shared import config_args
 
 DOWNSAMPLE = {"mp": "maxpool", "strconv": "strided_conv"}
@@ -25,6 +27,7 @@ UPSAMPLE = {"tr": "transpose_conv", "ups": "upsample"}
 LOSSES = ("bce", "dice", "bce_dice")
 ABLATION = ("mp_tr_bce", "mp_tr_dice", "strconv_tr_bce", "strconv_ups_dice")
 ALL_VARIANTS = tuple(f"{d}_{u}_{l}" for d in DOWNSAMPLE for u in UPSAMPLE for l in LOSSES)
+VARIANTS = ALL_VARIANTS
 MODIFIERS = {"cpu": False, "trimap": False, "res": 0, "seed": 0, "epochs": 0}
 MINIMUMS = {"res": 1, "seed": 0, "epochs": 1}
 
@@ -89,3 +92,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mods["epochs"]:
     config.train.num_epochs = mods["epochs"]
   return config
+
+
+def _variant_runs(variants, root, seeds, modifiers) -> list[experiments.Run]:
+  return [experiments.Run(v, experiments.config_arg("configs/unet.py", v, modifiers, s),
+                          experiments.seed_dir(root, v, s))
+          for s in seeds for v in variants]
+
+
+def ablation_runs(root, seeds, modifiers) -> list[experiments.Run]:
+  """the 4 UNet ablation variants (ABLATION): ROOT/VARIANT/seed_S"""
+  return _variant_runs(ABLATION, root, seeds, modifiers)
+
+
+def all_variant_runs(root, seeds, modifiers) -> list[experiments.Run]:
+  """all 12 UNet down/up/loss combinations (ALL_VARIANTS): ROOT/VARIANT/seed_S"""
+  return _variant_runs(ALL_VARIANTS, root, seeds, modifiers)
+
+
+SWEEPS = {"unet_ablation": ablation_runs, "unet_all": all_variant_runs}
+
+REPORT = experiments.ReportSpec(
+    task="unet.task", slug="unet", title="UNet segmentation",
+    factors=(("downsample", "model.downsample"), ("upsample", "model.upsample"),
+             ("loss function", "seg.loss")),
+    metrics=("dice", "iou", "mean_iou", "pixel_accuracy", "loss"),
+    headline=("dice", "iou", "pixel_accuracy"),
+    # `loss` is each variant's own training objective: comparable only within a loss function.
+    compare_within=(("loss", ("loss function",)),))

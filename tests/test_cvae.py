@@ -22,6 +22,7 @@ from cvae import models
 from cvae import pictures
 from cvae import stamp_check
 from cvae import task as cvae_task
+from shared import metric_writer
 
 
 def _sigmoid(v):
@@ -395,7 +396,7 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
               "curves.png"):
     assert os.path.getsize(os.path.join(work, png)) > 1000, png
   _check_decodes(work, clf_dir, on_disk, (28, 28, 1), 60)
-  records = [json.loads(l) for l in open(os.path.join(work, "metrics.jsonl"))]
+  records = metric_writer.read_metrics(os.path.join(work, "metrics.jsonl"))
   weights = [r["kl_weight"] for r in records if r.get("kind") == "train"]
   assert weights and weights[-1] == pytest.approx(1.0)   # warm-up over after 3 of 8 steps
   assert weights[0] < 1.0

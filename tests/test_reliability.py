@@ -289,7 +289,8 @@ def test_full_disk_is_a_clear_error(tfds_dir, tmp_path):
 
 
 def test_bad_lines_in_metrics_jsonl_are_skipped_by_plots_and_reports(tmp_path, caplog):
-  from shared import metric_writer, plotting, report_plots  # pylint: disable=g-import-not-at-top
+  from shared import metric_writer, plotting  # pylint: disable=g-import-not-at-top
+  from tools import report_plots  # pylint: disable=g-import-not-at-top
   path = tmp_path / "metrics.jsonl"
   good = [{"kind": "train", "step": 2, "loss": 1.0}, {"kind": "eval", "step": 2, "dice": 0.5},
           {"kind": "train", "step": 4, "loss": 0.5}, {"kind": "eval", "step": 4, "dice": 0.6}]

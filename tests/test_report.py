@@ -1,6 +1,6 @@
-"""shared/report.py on synthetic run folders: grouping, statistics, best marks, splits, outputs.
+"""tools/report*.py on synthetic run folders: grouping, statistics, best marks, splits, outputs.
 
-Every number asserted here is computed by hand from the values the test writes.
+Every number asserted here is computed by hand (or by numpy) from the values the test writes.
 """
 
 import csv
@@ -11,10 +11,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from shared import report
-from shared import report_plots
+from tools import report
+from tools import report_markdown
+from tools import report_plots
+from tools import report_table
+from tools import run_files
 from tests.conftest import set_dotted
 
 UNET_FACTORS = {"mp": "maxpool", "strconv": "strided_conv", "tr": "transpose_conv",
@@ -73,80 +77,108 @@ def unet_root(tmp_path):
   return str(root)
 
 
-def test_mean_std_is_sample_std_by_hand():
-  st = report.mean_std([0.80, 0.82, 0.84])
-  assert st.n == 3
-  assert st.mean == pytest.approx(0.82)
-  assert st.std == pytest.approx(0.02)  # sqrt((0.02^2 + 0 + 0.02^2) / (3 - 1))
-  st = report.mean_std([1.0, 2.0, 3.0, 4.0])
-  assert st.std == pytest.approx(math.sqrt(5 / 3))  # ddof=1; ddof=0 would be sqrt(5/4)
-  one = report.mean_std([0.7])
-  assert (one.mean, one.std, one.n) == (0.7, None, 1)
-  assert report.mean_std([None, float("nan"), 2.0, 4.0]) == report.Stat(3.0, math.sqrt(2), 2)
-  assert report.mean_std([]) == report.Stat(None, None, 0)
+
+def table_of(*folders, ignore=report_table.IGNORED_FIELDS, absent_taken_equal=True):
+  return report_table.group_runs(run_files.load_runs([str(f) for f in folders]), ignore,
+                                 absent_taken_equal)
+
+
+def marked(rows, *args, **kwargs):
+  """Positions of the rows `best_rows` marks."""
+  return set(rows.index[report_table.best_rows(rows, *args, **kwargs)])
+
+
+def md_cells(md):
+  """The Markdown table lines of `md` as lists of stripped cells (tabulate pads them)."""
+  return [[c.strip() for c in line.strip().strip("|").split("|")]
+          for line in md.splitlines() if line.startswith("|") and not line.startswith("|:")]
+
+
+def test_aggregation_matches_numpy(tmp_path):
+  """Mean, sample std (ddof=1) and n over seeds, against numpy on the values written."""
+  values = {0: [0.61, 0.1], 1: [0.75, 0.3], 2: [0.66, None], 3: [0.9, 0.2]}   # dice, iou
+  for seed, (dice, iou) in values.items():
+    metrics = {"dice": dice} if iou is None else {"dice": dice, "iou": iou}
+    write_run(str(tmp_path / f"s{seed}"), unet_config("mp_tr_bce", seed), metrics,
+              train_time_s=[10.0, 11.0, 15.0, 30.0][seed])
+  write_run(str(tmp_path / "one"), unet_config("mp_tr_dice", 0), {"dice": 0.7, "iou": 0.5})
+  tables, warnings = table_of(tmp_path)
+  rows = tables["unet.task"].rows
+  assert warnings == [] and rows["variant"].tolist() == ["mp_tr_bce", "mp_tr_dice"]
+  dice = np.array([0.61, 0.75, 0.66, 0.9])
+  iou = np.array([0.1, 0.3, 0.2])                  # seed 2 has no iou: it is not a zero
+  assert rows.loc[0, "dice_mean"] == pytest.approx(dice.mean())
+  assert rows.loc[0, "dice_std"] == pytest.approx(dice.std(ddof=1))
+  assert rows.loc[0, "dice_std"] != pytest.approx(dice.std(ddof=0))
+  assert (rows.loc[0, "dice_n"], rows.loc[0, "iou_n"]) == (4, 3)
+  assert rows.loc[0, "iou_mean"] == pytest.approx(0.2)
+  assert rows.loc[0, "iou_std"] == pytest.approx(0.1)     # sqrt((0.01 + 0 + 0.01) / 2)
+  assert rows.loc[0, "train_time_s_std"] == pytest.approx(np.std([10, 11, 15, 30], ddof=1))
+  assert rows.loc[1, "dice_mean"] == 0.7 and math.isnan(rows.loc[1, "dice_std"])   # one seed
+  assert rows.loc[1, "dice_n"] == 1
+  md = report_markdown.markdown_table("unet.task", tables["unet.task"])
+  cells = {c[0]: c for c in md_cells(md)}
+  # std: sqrt((0.12² + 0.02² + 0.07² + 0.17²) / 3) = 0.1273; 0.73 > 0.70 is the best dice.
+  assert cells["mp_tr_bce"][5:7] == ["**0.7300 ± 0.1273**", "0.2000 ± 0.1000 (n=3)"]
 
 
 def test_fmt_stat():
-  assert report.fmt_stat(report.Stat(0.82, 0.02, 3), 3) == "0.8200 ± 0.0200"
-  assert report.fmt_stat(report.Stat(0.7, None, 1), 1) == "0.7000 ± n/a"
-  assert report.fmt_stat(report.Stat(0.7, None, 1), 2) == "0.7000 ± n/a (n=1)"
-  assert report.fmt_stat(report.Stat(95.123, 1.5, 3)) == "95.12 ± 1.50"
-  assert report.fmt_stat(report.Stat(None, None, 0)) == "–"
+  assert report_markdown.fmt_stat(0.82, 0.02, 3, 3) == "0.8200 ± 0.0200"
+  assert report_markdown.fmt_stat(0.7, float("nan"), 1, 1) == "0.7000 ± n/a"
+  assert report_markdown.fmt_stat(0.7, float("nan"), 1, 2) == "0.7000 ± n/a (n=1)"
+  assert report_markdown.fmt_stat(95.123, 1.5, 3) == "95.12 ± 1.50"
+  assert report_markdown.fmt_stat(float("nan"), float("nan"), 0) == "–"
 
 
 def test_groups_one_row_per_variant(unet_root):
-  runs = [report.load_run(p) for p in report.find_eval_files([unet_root])]
-  tables, warnings = report.group_runs(runs)
+  tables, warnings = table_of(unet_root)
   assert warnings == []
-  rows = tables["unet.task"]
-  assert [r.variant for r in rows] == ["mp_tr_bce", "mp_tr_dice", "strconv_ups_dice"]
-  assert [r.seeds for r in rows] == [[0, 1, 2], [0], [0, 1]]
-  assert rows[2].factors == {"downsample": "strided_conv", "upsample": "upsample",
-                            "loss function": "dice"}
-  assert rows[0].setting == {}
-  assert report.row_stat(rows[0], "dice").mean == pytest.approx(0.82)
-  assert report.row_stat(rows[2], "dice").std == pytest.approx(math.sqrt(2) * 0.01)
-  assert report.row_stat(rows[0], "train_time_s").mean == pytest.approx(110.0)
+  rows = tables["unet.task"].rows
+  assert rows["variant"].tolist() == ["mp_tr_bce", "mp_tr_dice", "strconv_ups_dice"]
+  assert rows["seeds"].tolist() == [[0, 1, 2], [0], [0, 1]]
+  assert rows.loc[2, ["downsample", "upsample", "loss function"]].tolist() == [
+      "strided_conv", "upsample", "dice"]
+  assert tables["unet.task"].settings == []
+  assert rows.loc[0, "dice_mean"] == pytest.approx(0.82)
+  assert rows.loc[2, "dice_std"] == pytest.approx(math.sqrt(2) * 0.01)
+  assert rows.loc[0, "train_time_s_mean"] == pytest.approx(110.0)
 
 
 def test_best_marks_respect_direction(unet_root):
-  runs = [report.load_run(p) for p in report.find_eval_files([unet_root])]
-  rows = report.group_runs(runs)[0]["unet.task"]
-  assert report.best_rows(rows, "dice", lower_is_better=False) == {2}   # 0.86 > 0.82 > 0.70
-  assert report.best_rows(rows, "loss", lower_is_better=True) == {0}    # 0.25 < 0.35 < 0.45
+  rows = table_of(unet_root)[0]["unet.task"].rows
+  assert marked(rows, "dice", lower_is_better=False) == {2}   # 0.86 > 0.82 > 0.70
+  assert marked(rows, "loss", lower_is_better=True) == {0}    # 0.25 < 0.35 < 0.45
   # Compared only among rows with the same loss function: bce has one row, dice 0.35 < 0.45.
-  assert report.best_rows(rows, "loss", True, within=("loss function",)) == {1}
-  assert report.best_rows(rows, "mean_iou", lower_is_better=False) == set()  # all equal
-  rows[1].runs[0].eval["dice"] = report.row_stat(rows[2], "dice").mean   # a two-way tie
-  assert report.best_rows(rows, "dice", lower_is_better=False) == {1, 2}
-  assert report.best_rows(rows[:1], "dice", lower_is_better=False) == set()
+  assert marked(rows, "loss", True, within=("loss function",)) == {1}
+  assert marked(rows, "mean_iou", lower_is_better=False) == set()  # all equal
+  rows.loc[1, "dice_mean"] = rows.loc[2, "dice_mean"]              # a two-way tie
+  assert marked(rows, "dice", lower_is_better=False) == {1, 2}
+  assert marked(rows[:1], "dice", lower_is_better=False) == set()
 
 
 def test_markdown_table_contents(unet_root):
-  runs = [report.load_run(p) for p in report.find_eval_files([unet_root])]
-  tables, _ = report.group_runs(runs)
-  md = report.markdown_table("unet.task", tables["unet.task"])
-  lines = md.splitlines()
+  tables, _ = table_of(unet_root)
+  md = report_markdown.markdown_table("unet.task", tables["unet.task"])
   assert "sample standard deviation (ddof=1)" in md and "std is n/a" in md
-  header = next(l for l in lines if l.startswith("| variant"))
-  assert header.split(" | ")[1:4] == ["downsample", "upsample", "loss function"]
+  header, *body = md_cells(md)
+  assert header[1:4] == ["downsample", "upsample", "loss function"]
   assert "dice ↑" in header and "loss ↓" in header
-  row = {l.split(" | ")[0][2:]: l for l in lines if l.startswith("| ") and l != header}
-  cells = [c.strip() for c in row["mp_tr_bce"].strip("|").split("|")]
-  assert cells[:5] == ["mp_tr_bce", "maxpool", "transpose_conv", "bce", "3 (0, 1, 2)"]
-  assert cells[5] == "0.8200 ± 0.0200"                 # dice, not best
-  assert cells[9] == "0.2500 ± 0.0500"   # loss: the only bce row, not compared with dice losses
-  assert cells[10:] == ["1,000", "110.00 ± 10.00", "51.00 ± 1.00"]
-  assert "**0.8600 ± 0.0141**" in row["strconv_ups_dice"]
-  assert "| 0.7000 ± n/a |" in row["mp_tr_dice"]
-  assert "| **0.3500 ± n/a** |" in row["mp_tr_dice"]   # lowest dice-loss value
+  row = {cells[0]: cells for cells in body}
+  assert row["mp_tr_bce"][:5] == ["mp_tr_bce", "maxpool", "transpose_conv", "bce", "3 (0, 1, 2)"]
+  assert row["mp_tr_bce"][5] == "0.8200 ± 0.0200"                 # dice, not best
+  # loss: the only bce row, not compared with dice losses
+  assert row["mp_tr_bce"][9] == "0.2500 ± 0.0500"
+  assert row["mp_tr_bce"][10:] == ["1,000", "110.00 ± 10.00", "51.00 ± 1.00"]
+  assert row["strconv_ups_dice"][5] == "**0.8600 ± 0.0141**"
+  assert row["mp_tr_dice"][5] == "0.7000 ± n/a"
+  assert row["mp_tr_dice"][9] == "**0.3500 ± n/a**"   # lowest dice-loss value
   assert "`loss` best marked among rows with the same loss function" in md
-  assert "| 1 (0) |" in row["mp_tr_dice"]
+  assert row["mp_tr_dice"][4] == "1 (0)"
+  assert "|:--" in md and "--:|" in md               # text left-aligned, numbers right-aligned
 
 
 def test_csv_contents(unet_root):
-  runs = [report.load_run(p) for p in report.find_eval_files([unet_root])]
-  tables, _ = report.group_runs(runs)
+  tables, _ = table_of(unet_root)
   rows = list(csv.DictReader(io.StringIO(report.csv_text(tables))))
   by = {r["variant"]: r for r in rows}
   assert set(by) == {"mp_tr_bce", "mp_tr_dice", "strconv_ups_dice"}
@@ -171,22 +203,21 @@ def test_differing_config_is_split_with_warning(unet_root):
   write_run(os.path.join(unet_root, "mp_tr_bce", "seed_9"),
             unet_config("mp_tr_bce", 9, **{"train.num_epochs": 2}),
             {"dice": 0.10, "iou": 0.0, "mean_iou": 0.6, "pixel_accuracy": 0.9, "loss": 0.9})
-  runs = [report.load_run(p) for p in report.find_eval_files([unet_root])]
-  tables, warnings = report.group_runs(runs)
-  rows = [r for r in tables["unet.task"] if r.variant == "mp_tr_bce"]
-  assert len(rows) == 2
-  by_epochs = {r.setting["train.num_epochs"]: r for r in rows}
-  assert by_epochs[15].seeds == [0, 1, 2] and by_epochs[2].seeds == [9]
-  assert report.row_stat(by_epochs[15], "dice").mean == pytest.approx(0.82)
-  assert report.row_stat(by_epochs[2], "dice").mean == pytest.approx(0.10)
-  split = [w for w in warnings if "split into 2 rows" in w]
-  assert len(split) == 1 and "mp_tr_bce" in split[0] and "train.num_epochs: 15, 2" in split[0]
+  tables, warnings = table_of(unet_root)
+  rows = tables["unet.task"].rows
+  split = rows[rows["variant"] == "mp_tr_bce"].set_index("train.num_epochs")
+  assert len(split) == 2
+  assert split.loc["15", "seeds"] == [0, 1, 2] and split.loc["2", "seeds"] == [9]
+  assert split.loc["15", "dice_mean"] == pytest.approx(0.82)
+  assert split.loc["2", "dice_mean"] == pytest.approx(0.10)
+  split_warnings = [w for w in warnings if "split into 2 rows" in w]
+  assert len(split_warnings) == 1 and "mp_tr_bce" in split_warnings[0]
+  assert "train.num_epochs: 15, 2" in split_warnings[0]
   # The other variants differ from the 2-epoch row too: they carry the column, no split.
-  other = next(r for r in tables["unet.task"] if r.variant == "mp_tr_dice")
-  assert other.setting == {"train.num_epochs": 15}
-  md = report.markdown_report(tables, warnings, [unet_root])
-  assert "> **warning:**" in md and "train.num_epochs" in md.split("| variant")[1].splitlines()[0]
-  assert {r.label for r in rows} == {"mp_tr_bce/15", "mp_tr_bce/2"}
+  assert rows.loc[rows["variant"] == "mp_tr_dice", "train.num_epochs"].tolist() == ["15"]
+  md = report_markdown.markdown_report(tables, warnings, [unet_root])
+  assert "> **warning:**" in md and "train.num_epochs" in md_cells(md)[0]
+  assert set(split["label"]) == {"mp_tr_bce/15", "mp_tr_bce/2"}
 
 
 def test_harmless_fields_do_not_split(tmp_path):
@@ -194,37 +225,36 @@ def test_harmless_fields_do_not_split(tmp_path):
                                        "train.log_every_steps": 1}]):
     write_run(str(tmp_path / f"s{seed}"), unet_config("mp_tr_bce", seed, **changes),
               {"dice": 0.5 + seed / 10, "loss": 0.1})
-  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
-  tables, warnings = report.group_runs(runs)
+  tables, warnings = table_of(tmp_path)
   assert warnings == []
-  assert [r.seeds for r in tables["unet.task"]] == [[0, 1]]
+  assert tables["unet.task"].rows["seeds"].tolist() == [[0, 1]]
   # ... unless the caller says a field matters.
-  tables, warnings = report.group_runs(runs, set(report.IGNORED_FIELDS) - {"data.data_dir"})
-  assert len(tables["unet.task"]) == 2 and "data.data_dir" in warnings[0]
+  tables, warnings = table_of(tmp_path, ignore=set(report_table.IGNORED_FIELDS) - {"data.data_dir"})
+  assert len(tables["unet.task"].rows) == 2 and "data.data_dir" in warnings[0]
 
 
 def test_field_missing_from_older_runs_is_taken_as_equal(tmp_path):
   write_run(str(tmp_path / "old"), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})
   write_run(str(tmp_path / "new"), unet_config("mp_tr_bce", 1, **{"data.limit_train": 0}),
             {"dice": 0.7, "loss": 0.1})
-  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
-  tables, warnings = report.group_runs(runs)
-  assert [r.seeds for r in tables["unet.task"]] == [[0, 1]]
+  tables, warnings = table_of(tmp_path)
+  assert tables["unet.task"].rows["seeds"].tolist() == [[0, 1]]
   assert len(warnings) == 1 and "data.limit_train is absent from 1 of 2 runs" in warnings[0]
+  # Unless absent fields are asked to tell runs apart (the results page): a row each.
+  tables, _ = table_of(tmp_path, absent_taken_equal=False)
+  assert tables["unet.task"].rows["data.limit_train"].tolist() == ["0", "(absent)"]
   # A field with two different values where present still splits, absent runs on their own.
   write_run(str(tmp_path / "newer"), unet_config("mp_tr_bce", 2, **{"data.limit_train": 32}),
             {"dice": 0.9, "loss": 0.1})
-  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
-  tables, warnings = report.group_runs(runs)
-  assert sorted(r.seeds[0] for r in tables["unet.task"]) == [0, 1, 2]
+  tables, warnings = table_of(tmp_path)
+  assert sorted(s[0] for s in tables["unet.task"].rows["seeds"]) == [0, 1, 2]
   assert "split into 3 rows" in warnings[0]
 
 
 def test_duplicate_seed_warns(tmp_path):
   for name in ("a", "b"):
     write_run(str(tmp_path / name), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})
-  runs = [report.load_run(p) for p in report.find_eval_files([str(tmp_path)])]
-  _, warnings = report.group_runs(runs)
+  _, warnings = table_of(tmp_path)
   assert len(warnings) == 1 and "seed 0 appears more than once" in warnings[0]
 
 
@@ -258,20 +288,22 @@ def test_cvae_factors_and_mixed_tasks(tmp_path):
   result = report.write_report([str(root)], out)
   tables = result["tables"]
   assert list(tables) == ["cvae.classifier_task", "cvae.task"]
-  rows = tables["cvae.task"]
-  assert [(r.factors["label input"], r.factors["wrong-label rate"]) for r in rows[1:]] == [
-      ("both", 0.0), ("decoder", 0.0), ("decoder", 0.5)]
-  assert [r.label for r in rows] == ["cvae_cifar10", "cvae_mnist/both/0.0",
-                                     "cvae_mnist/decoder/0.0", "cvae_mnist/decoder/0.5"]
+  rows = tables["cvae.task"].rows
+  assert rows.loc[1:, ["label input", "wrong-label rate"]].values.tolist() == [
+      ["both", "0.0"], ["decoder", "0.0"], ["decoder", "0.5"]]
+  assert rows["label"].tolist() == ["cvae_cifar10", "cvae_mnist/both/0.0",
+                                    "cvae_mnist/decoder/0.0", "cvae_mnist/decoder/0.5"]
   # Best per dataset: cifar10 has one row (no mark), mnist 96 < 101 < 109.
-  assert report.best_rows(rows, "neg_elbo", True, ("dataset",)) == {1}
-  assert report.best_rows(rows, "neg_elbo", True) == {1}
-  assert report.best_rows(rows, "label_adherence", False, ("dataset",)) == {3}
+  assert marked(rows, "neg_elbo", True, ("dataset",)) == {1}
+  assert marked(rows, "neg_elbo", True) == {1}
+  assert marked(rows, "label_adherence", False, ("dataset",)) == {3}
   md = result["markdown"]
-  assert "**96.00 ± 1.41**" in md and "| 3005.00 ± 7.07 |" in md and "**3005" not in md
-  assert "neg_elbo ↓" in md and "label_adherence ↑" in md and "best marked per dataset" in md
-  assert "| wrong-label rate |" in md and "### Judge classifier" in md
-  assert "1.4500 ± 0.0707 |" in md and "| – |" in md   # bits_per_dim: cifar10 only
+  cells = [c for line in md_cells(md) for c in line]
+  assert "**96.00 ± 1.41**" in cells and "3005.00 ± 7.07" in cells and "**3005" not in md
+  assert "neg_elbo ↓" in cells and "label_adherence ↑" in cells
+  assert "best marked per dataset" in md
+  assert "wrong-label rate" in cells and "### Judge classifier" in md
+  assert "1.4500 ± 0.0707" in cells and "–" in cells   # bits_per_dim: cifar10 only
   assert result["warnings"] == []   # classifier_workdir paths are harmless
   names = sorted(os.listdir(out))
   assert names == ["bars_classifier.png", "bars_cvae.png", "curves_classifier.png",
@@ -280,7 +312,7 @@ def test_cvae_factors_and_mixed_tasks(tmp_path):
   assert [r["task"] for r in csv_rows] == ["cvae.classifier_task"] + ["cvae.task"] * 4
   assert csv_rows[0]["accuracy_mean"] == "0.98" and csv_rows[1]["accuracy_mean"] == ""
   assert [r["neg_elbo_best"] for r in csv_rows[1:]] == ["False", "True", "False", "False"]
-  spec = report.spec_for("cvae.task", [])
+  spec = tables["cvae.task"].spec
   assert [g for g, _ in report_plots.panel_groups(rows, spec)] == ["dataset=cifar10",
                                                                    "dataset=mnist"]
 
@@ -313,17 +345,17 @@ def test_mean_curve_by_hand(tmp_path):
 
 def test_errors_name_the_bad_folder_or_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    report.find_eval_files([str(tmp_path / "nope")])
+    run_files.find_eval_files([str(tmp_path / "nope")])
   with pytest.raises(FileNotFoundError, match="no eval.json under"):
-    report.find_eval_files([str(tmp_path)])
+    run_files.find_eval_files([str(tmp_path)])
   bad = tmp_path / "run" / "eval.json"
   bad.parent.mkdir()
   bad.write_text("{\"task\": ")
   with pytest.raises(ValueError, match=str(bad)):
-    report.load_run(str(bad))
+    run_files.read_eval(str(bad))
   bad.write_text(json.dumps({"task": "unet.task", "dice": 0.5}))
   with pytest.raises(ValueError, match="has no 'config' field"):
-    report.load_run(str(bad))
+    run_files.read_eval(str(bad))
 
 
 def test_unknown_task_and_new_metrics_are_inferred(tmp_path):
@@ -332,19 +364,22 @@ def test_unknown_task_and_new_metrics_are_inferred(tmp_path):
   write_run(str(tmp_path / "b"), unet_config("mp_tr_bce", 0), {"dice": 0.5, "new_metric": 3.0})
   result = report.write_report([str(tmp_path)], str(tmp_path / "out"))
   md = result["markdown"]
-  assert "| v | 1 (0) | 2.0000 ± n/a | 1.0000 ± n/a |" in md   # alpha, zeta: sorted
+  rows = md_cells(md)
+  assert ["v", "1 (0)", "2.0000 ± n/a", "1.0000 ± n/a"] == rows[1][:4]   # alpha, zeta: sorted
   assert "skipped_eval_examples" not in md and "num_params ↑" not in md
-  assert "| dice ↑ | new_metric ↑ |" in md
+  unet_header = rows[2]
+  assert unet_header[unet_header.index("dice ↑") + 1] == "new_metric ↑"
 
 
 def test_cli(unet_root, tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = str(tmp_path / "cli_report")
-  proc = subprocess.run([sys.executable, "-m", "shared.report", f"--runs={unet_root}",
+  proc = subprocess.run([sys.executable, "-m", "tools.report", f"--runs={unet_root}",
                          f"--out={out}"], cwd=repo, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
-  assert "| mp_tr_bce | maxpool |" in proc.stdout
+  assert any(c[:2] == ["mp_tr_bce", "maxpool"] for c in md_cells(proc.stdout))
   assert os.path.exists(os.path.join(out, "bars.png"))
-  proc = subprocess.run([sys.executable, "-m", "shared.report", f"--runs={tmp_path / 'none'}"],
+  proc = subprocess.run([sys.executable, "-m", "tools.report", f"--runs={tmp_path / 'none'}"],
                         cwd=repo, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1 and "does not exist" in proc.stderr
+  assert "Traceback" not in proc.stderr

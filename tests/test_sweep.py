@@ -1,5 +1,8 @@
-"""shared/sweep.py without training: generated commands, skip/resume logic, a fake launcher."""
+"""tools/sweep.py without training: generated commands, skip/resume logic, a fake launcher;
+the sweeps and table specs found in configs/, and shared/ importing none of configs/tools."""
 
+import ast
+import glob
 import json
 import os
 import stat
@@ -8,8 +11,11 @@ import sys
 
 import pytest
 
+from configs import classifier
+from configs import cvae
 from configs import unet
-from shared import sweep
+from tools import discovery
+from tools import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +98,7 @@ def test_only_keeps_matches_and_what_they_need():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"sweep": "nope"}, "unknown; named sweeps: unet_ablation"),
+    ({"sweep": "nope"}, "unknown; named sweeps: cvae, unet_ablation, unet_all"),
     ({"seeds": []}, "--seeds is empty"),
     ({"seeds": [0, 0]}, "repeats a seed"),
     ({"modifiers": ["cpu", "seed=3"]}, "set seeds with --seeds"),
@@ -107,9 +113,63 @@ def test_build_runs_errors(kwargs, match):
 def test_check_configs_catches_typos_before_running():
   with pytest.raises(ValueError, match="unknown modifier 'cpuu'"):
     sweep.check_configs(sweep.build_runs("unet_ablation", "r", [0], ["cpuu"]))
-  with pytest.raises(ValueError, match="no field 'train.num_epoch'"):
+  with pytest.raises(ValueError, match="no field 'train.num_epoch'.*Did you mean \"num_epochs\""):
     sweep.check_configs(sweep.build_runs("unet_ablation", "r", [0], [],
                                          extra=["--config.train.num_epoch=2"]))
+  for field in ("trainx.num_epochs", "train.num_epochs.x", "model.features[0]"):
+    with pytest.raises(ValueError, match=f"no field '{field.replace('[', '.').replace(']', '.')}'"):
+      sweep.check_configs(sweep.build_runs("unet_ablation", "r", [0], [],
+                                           extra=[f"--config.{field}=2"]))
+  # An index into a tuple field is a field config_flags accepts.
+  sweep.check_configs(sweep.build_runs("cvae", "r", [0], [], only=["mnist_both_wrong0"],
+                                       extra=["--config.model.features[0]=8"]))
+
+
+def test_sweeps_and_report_specs_are_found_in_configs():
+  assert set(discovery.sweeps()) == {"unet_ablation", "unet_all", "cvae"}
+  assert discovery.sweeps()["unet_ablation"] is unet.ablation_runs
+  assert discovery.sweeps()["cvae"] is cvae.grid_runs
+  assert sweep.SWEEPS == discovery.sweeps()
+  assert "the 4 UNet ablation variants" in discovery.describe(unet.ablation_runs)
+  specs = discovery.report_specs()
+  assert {task: path for task, (path, _) in specs.items()} == {
+      "unet.task": "configs/unet.py", "cvae.task": "configs/cvae.py",
+      "cvae.classifier_task": "configs/classifier.py"}
+  for module in (unet, cvae, classifier):
+    # Each family's REPORT names the task its configs train, and factors that are real fields.
+    for variant in module.VARIANTS:
+      config = module.get_config(variant)
+      assert config.task == module.REPORT.task
+      for _, path in module.REPORT.factors:
+        assert path.split(".")[-1] in config[path.rsplit(".", 1)[0]]
+    assert set(module.REPORT.headline) <= set(module.REPORT.metrics)
+
+
+def test_a_sweep_name_declared_twice_is_refused(monkeypatch):
+  modules = dict(discovery.config_modules())
+  clash = type(unet)("configs.clash")
+  clash.get_config, clash.SWEEPS = unet.get_config, {"cvae": unet.ablation_runs}
+  monkeypatch.setattr(discovery, "config_modules", lambda: {**modules, "configs/clash.py": clash})
+  discovery.sweeps.cache_clear()
+  try:
+    with pytest.raises(ValueError, match="sweep 'cvae' is declared by both configs/cvae.py "
+                                         "and configs/clash.py"):
+      discovery.sweeps()
+  finally:
+    discovery.sweeps.cache_clear()
+
+
+def test_shared_imports_nothing_from_configs_families_or_tools():
+  """The training core stays below the families and the tools: dependencies point into it."""
+  outside = ("configs", "unet", "cvae", "tools")
+  for path in glob.glob(os.path.join(REPO, "shared", "**", "*.py"), recursive=True):
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      for name in names:
+        assert name.split(".")[0] not in outside, f"{path} imports {name}"
 
 
 def test_status(tmp_path):
@@ -218,7 +278,7 @@ def test_cli_with_a_fake_interpreter(tmp_path):
   fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
   root = str(tmp_path / "runs")
   finish(os.path.join(root, "mp_tr_bce", "seed_0"))
-  base = [sys.executable, "-m", "shared.sweep", "--sweep=unet_ablation", "--modifiers=cpu",
+  base = [sys.executable, "-m", "tools.sweep", "--sweep=unet_ablation", "--modifiers=cpu",
           f"--root={root}", f"--python={fake}", "--extra=--config.train.num_epochs=2"]
   run = lambda args, **env: subprocess.run(base + args, cwd=str(tmp_path), capture_output=True,
                                            text=True, timeout=120,

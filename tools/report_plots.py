@@ -1,42 +1,37 @@
 """The report's two figures: bars with error bars, and overlaid eval learning curves.
 
 Both are a grid of panels: a column per headline metric, a row per value of the task's
-`plot_by` factors (e.g. one row per CVAE dataset, whose nats are on different scales). Kept
-apart from `report.py` so the table code stays free of matplotlib (slow to import).
+`plot_by` factors (e.g. one row per CVAE dataset, whose nats are on different scales). They
+draw a `report_table.TaskTable` (its rows' means, stds and workdirs) and import nothing from
+`report.py`, which imports this file only when it draws (matplotlib is slow to import).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence, TYPE_CHECKING
+from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pandas as pd  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from shared import metric_writer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from shared import report_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-if TYPE_CHECKING:
-  from shared.report import Row, TaskSpec
-
-
-def _headline(rows: Sequence["Row"], spec: "TaskSpec") -> list[str]:
-  return [m for m in spec.headline if any(r.eval.get(m) is not None for row in rows
-                                         for r in row.runs)]
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from configs.experiments import ReportSpec
+from shared import metric_writer
+from tools.report_table import TaskTable
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
-def panel_groups(rows: Sequence["Row"], spec: "TaskSpec") -> list[tuple[str, list[int]]]:
-  """(title suffix, row indices) per value of `spec.plot_by`; one group of all rows if none."""
+def panel_groups(rows: pd.DataFrame, spec: ReportSpec) -> list[tuple[str, list[int]]]:
+  """(title suffix, row positions) per value of `spec.plot_by`; one group of all rows if none."""
   if not spec.plot_by:
     return [("", list(range(len(rows))))]
-  groups: dict[str, list[int]] = {}
-  for i, row in enumerate(rows):
-    key = ", ".join(f"{c}={row.factors.get(c)}" for c in spec.plot_by)
-    groups.setdefault(key, []).append(i)
-  return list(groups.items())
+  keys = rows[list(spec.plot_by)].apply(
+      lambda row: ", ".join(f"{c}={row[c]}" for c in spec.plot_by), axis=1)
+  return [(key, [i for i, k in enumerate(keys) if k == key]) for key in dict.fromkeys(keys)]
 
 
 def _color(i: int, n: int):
@@ -51,26 +46,27 @@ def _grid(n_rows: int, n_cols: int, width: float, height: float):
   return fig, axes
 
 
-def bar_chart(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
+def bar_chart(table: TaskTable, path: str) -> None:
   """A bar per row (mean), error bar = sample std over seeds; none drawn when n=1."""
-  metrics, groups = _headline(rows, spec), panel_groups(rows, spec)
-  widest = max(len(idx) for _, idx in groups) if rows else 1
+  spec, rows = table.spec, table.rows
+  metrics = [m for m in spec.headline if m in table.metrics]
+  groups = panel_groups(rows, spec)
+  widest = max(len(idx) for _, idx in groups) if len(rows) else 1
   fig, axes = _grid(len(groups), len(metrics), max(3.0, 0.55 * widest + 1.5), 4.5)
   for g, (group, idx) in enumerate(groups):
     x = np.arange(len(idx))
     for ax, m in zip(axes[g], metrics):
-      stats = [report_stats.run_stat(rows[i].runs, m) for i in idx]
-      means = [np.nan if s.mean is None else s.mean for s in stats]
-      errs = [0.0 if s.std is None else s.std for s in stats]
-      ax.bar(x, means, yerr=errs, capsize=4, color=[_color(i, len(rows)) for i in idx])
-      for xi, s in zip(x, stats):
-        if s.mean is not None:
-          ax.annotate(f"n={s.n}", (xi, 0), xytext=(0, 2), textcoords="offset points",
+      part = rows.iloc[idx]
+      ax.bar(x, part[f"{m}_mean"], yerr=part[f"{m}_std"].fillna(0.0), capsize=4,
+             color=[_color(i, len(rows)) for i in idx])
+      for xi, mean, n in zip(x, part[f"{m}_mean"], part[f"{m}_n"]):
+        if not pd.isna(mean):
+          ax.annotate(f"n={n}", (xi, 0), xytext=(0, 2), textcoords="offset points",
                       ha="center", va="bottom", fontsize=7, color="white")
       better = "lower is better" if m in spec.lower_is_better else "higher is better"
       ax.set_title(f"{m} ({better})" + (f"\n{group}" if group else ""), fontsize=10)
       ax.set_xticks(x)
-      ax.set_xticklabels([rows[i].label for i in idx], rotation=40, ha="right", fontsize=8)
+      ax.set_xticklabels(rows["label"].iloc[idx], rotation=40, ha="right", fontsize=8)
       ax.grid(axis="y", alpha=0.3)
   if not metrics:
     axes[0][0].text(0.5, 0.5, "no headline metric in these runs", ha="center", va="center")
@@ -104,21 +100,23 @@ def mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], np.ndarra
   return steps, values.mean(axis=0), std
 
 
-def learning_curves(rows: Sequence["Row"], spec: "TaskSpec", path: str) -> None:
+def learning_curves(table: TaskTable, path: str) -> None:
   """A line per row, mean over its seeds at the steps all of them logged, band = ± std."""
-  metrics, groups = _headline(rows, spec), panel_groups(rows, spec)
+  spec, rows = table.spec, table.rows
+  metrics = [m for m in spec.headline if m in table.metrics]
+  groups = panel_groups(rows, spec)
   fig, axes = _grid(len(groups), len(metrics), 5.0, 4.0)
   for g, (group, idx) in enumerate(groups):
     for ax, m in zip(axes[g], metrics):
       drawn = False
       for i in idx:
-        row = rows[i]
-        steps, mean, std = mean_curve([read_eval_curve(r.workdir, m) for r in row.runs])
+        row = rows.iloc[i]
+        steps, mean, std = mean_curve([read_eval_curve(w, m) for w in row["workdirs"]])
         if not steps:
           continue
         drawn = True
         ax.plot(steps, mean, marker="o", markersize=3, color=_color(i, len(rows)),
-                label=f"{row.label} (n={len(row.runs)})")
+                label=f"{row['label']} (n={row['n_seeds']})")
         if np.any(std > 0):
           ax.fill_between(steps, mean - std, mean + std, color=_color(i, len(rows)), alpha=0.15)
       if drawn:

@@ -1,11 +1,12 @@
 """Runs a named set of configs x seeds into one folder, one workdir per run, one run at a time.
 
-  python -m shared.sweep --sweep=unet_ablation --seeds=0,1,2 --modifiers=cpu \\
+  python -m tools.sweep --sweep=unet_ablation --seeds=0,1,2 --modifiers=cpu \\
       --root=runs/unet_ablation [--dry_run] [--extra=--config.train.num_epochs=2 ...]
 
-Named sweeps (`SWEEPS` below is the one place to add or change one):
-  unet_ablation  the 4 ablation variants (configs.unet.ABLATION): ROOT/VARIANT/seed_S
-  unet_all       all 12 down/up/loss combinations (configs.unet.ALL_VARIANTS)
+Named sweeps are declared by each family beside its config (`SWEEPS` in configs/unet.py,
+configs/cvae.py; tools/discovery.py finds them); `--help` lists them:
+  unet_ablation  the 4 ablation variants: ROOT/VARIANT/seed_S
+  unet_all       all 12 down/up/loss combinations
   cvae           first one judge classifier per dataset (ROOT/classifier/DATASET, seed 0), then
                  datasets x model.label_input x loss.wrong_label_rate:
                  ROOT/DATASET_LABELINPUT_wrongRATE/seed_S, each pointed at its classifier
@@ -14,7 +15,7 @@ Named sweeps (`SWEEPS` below is the one place to add or change one):
 Every run is a plain `python launch.py --config=... --workdir=...` subprocess run from the repo
 root, so a sweep is nothing but the commands you would type, in order:
   * a run whose workdir holds `eval.json` and the final checkpoint it names is finished and
-    skipped (even if `--extra` changed since: report.py then shows the mismatch as separate
+    skipped (even if `--extra` changed since: the report then shows the mismatch as separate
     rows);
   * any other run is launched; launch.py resumes from the workdir's checkpoint by itself;
   * a failed run is reported and the sweep goes on; the exit code is 1 if any run failed (or
@@ -23,14 +24,13 @@ root, so a sweep is nothing but the commands you would type, in order:
   * every config and `--config.X` override is built/checked before the first run starts;
   * `--dry_run` prints the commands (for a TPU VM or a cluster queue) instead of running them.
 Output of each run is also appended to `WORKDIR/sweep.log`. TFDS_DATA_DIR and the rest of the
-environment are passed through. `python -m shared.report --runs=ROOT` then makes the tables.
+environment are passed through. `python -m tools.report --runs=ROOT` then makes the tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import functools
 import importlib
 import json
 import os
@@ -42,93 +42,14 @@ from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from ml_collections.config_flags import config_path
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from configs.experiments import Run
+from tools import discovery
+
+REPO_ROOT = discovery.REPO_ROOT
 EVAL_JSON = "eval.json"
-
-# The CVAE factors: where the label goes and how often training sees a wrong label.
-CVAE_LABEL_INPUTS = ("encoder", "decoder", "both")
-CVAE_WRONG_LABEL_RATES = (0.0, 0.25, 0.5)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One training run: a launch.py command and the workdir it owns.
-
-  Attributes:
-    name: the run's folder under the sweep root, shared by its seeds (e.g. `mp_tr_bce`).
-    config: the `--config` value, `configs/x.py:variant,modifiers`.
-    workdir: where launch.py writes; `eval.json` there means the run is finished.
-    overrides: extra launch.py flags such as `--config.model.label_input=decoder`.
-    needs: workdirs whose `eval.json` must exist before this run can start (the CVAE needs its
-      judge classifier); if one is missing when the run's turn comes, the run is not launched.
-  """
-  name: str
-  config: str
-  workdir: str
-  overrides: tuple[str, ...] = ()
-  needs: tuple[str, ...] = ()
-
-  def command(self, python: str = "python") -> list[str]:
-    return [python, "launch.py", f"--config={self.config}", f"--workdir={self.workdir}",
-            *self.overrides]
-
-
-def _config_arg(path: str, variant: str, modifiers: Sequence[str], seed: int | None) -> str:
-  items = [variant, *modifiers] + ([f"seed={seed}"] if seed is not None else [])
-  return f"{path}:{','.join(items)}"
-
-
-def _seed_dir(root: str, name: str, seed: int) -> str:
-  return os.path.join(root, name, f"seed_{seed}")
-
-
-def _unet_runs(which: str, root: str, seeds: Sequence[int], modifiers: Sequence[str]):
-  """`which` names a tuple of variants in configs/unet.py (ABLATION or ALL_VARIANTS)."""
-  from configs import unet  # pylint: disable=g-import-not-at-top
-  return [Run(v, _config_arg("configs/unet.py", v, modifiers, s), _seed_dir(root, v, s))
-          for s in seeds for v in getattr(unet, which)]
-
-
-def _rate_name(rate: float) -> str:
-  return f"{rate:g}".replace(".", "p")
-
-
-def _cvae_runs(root: str, seeds: Sequence[int], modifiers: Sequence[str]) -> list[Run]:
-  """One judge classifier per dataset (seed 0, shared by every CVAE run), then the CVAE grid.
-
-  The classifier is a fixed measuring instrument, so it is not repeated per seed; each CVAE run
-  points `eval.classifier_workdir` at it.
-  """
-  from configs import cvae  # pylint: disable=g-import-not-at-top
-  runs, clf_dirs = [], {}
-  for dataset in cvae.DATASETS:
-    clf_dirs[dataset] = os.path.join(root, "classifier", dataset)
-    runs.append(Run(f"classifier_{dataset}",
-                    _config_arg("configs/classifier.py", dataset, modifiers, None),
-                    clf_dirs[dataset]))
-  for s in seeds:
-    for dataset in cvae.DATASETS:
-      for label_input in CVAE_LABEL_INPUTS:
-        for rate in CVAE_WRONG_LABEL_RATES:
-          name = f"{dataset}_{label_input}_wrong{_rate_name(rate)}"
-          overrides = (f"--config.model.label_input={label_input}",
-                       f"--config.loss.wrong_label_rate={rate:g}",
-                       f"--config.eval.classifier_workdir={clf_dirs[dataset]}")
-          runs.append(Run(name, _config_arg("configs/cvae.py", dataset, modifiers, s),
-                          _seed_dir(root, name, s), overrides, needs=(clf_dirs[dataset],)))
-  return runs
-
-
-# name -> (one-line description, builder(root, seeds, modifiers) -> runs)
-SWEEPS: dict[str, tuple[str, Callable[[str, Sequence[int], Sequence[str]], list[Run]]]] = {
-    "unet_ablation": ("the 4 UNet ablation variants (configs.unet.ABLATION)",
-                      functools.partial(_unet_runs, "ABLATION")),
-    "unet_all": ("all 12 UNet down/up/loss combinations (configs.unet.ALL_VARIANTS)",
-                 functools.partial(_unet_runs, "ALL_VARIANTS")),
-    "cvae": ("CVAE: datasets x label_input (encoder|decoder|both) x wrong_label_rate "
-             f"{CVAE_WRONG_LABEL_RATES}, after one judge classifier per dataset", _cvae_runs),
-}
+SWEEPS = discovery.sweeps()
 
 
 def build_runs(sweep: str, root: str, seeds: Sequence[int], modifiers: Sequence[str] = (),
@@ -136,7 +57,7 @@ def build_runs(sweep: str, root: str, seeds: Sequence[int], modifiers: Sequence[
   """The sweep's runs in launch order, `extra` flags appended to every command.
 
   Args:
-    sweep: a key of `SWEEPS`.
+    sweep: a key of `SWEEPS` (every family's, found in configs/).
     root: parent folder of every workdir.
     seeds: seeds to run every config with.
     modifiers: config modifiers added to every `--config` (e.g. `cpu`); not `seed=`.
@@ -156,7 +77,7 @@ def build_runs(sweep: str, root: str, seeds: Sequence[int], modifiers: Sequence[
   bad = [m for m in modifiers if m.split("=")[0].strip() == "seed"]
   if bad:
     raise ValueError(f"--modifiers={list(modifiers)}: set seeds with --seeds, not {bad[0]!r}")
-  runs = SWEEPS[sweep][1](root, list(seeds), [m for m in modifiers if m])
+  runs = SWEEPS[sweep](root, list(seeds), [m for m in modifiers if m])
   runs = [dataclasses.replace(r, overrides=r.overrides + tuple(extra)) for r in runs]
   if only:
     picked = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in only)]
@@ -188,11 +109,13 @@ def check_configs(runs: Sequence[Run]) -> None:
       if not flag.startswith("--config."):
         continue
       field = flag[len("--config."):].partition("=")[0]
-      node = config
-      for part in field.split("."):
-        if not hasattr(node, "keys") or part not in node.keys():
-          raise ValueError(f"run {run.name}: {flag}: the config has no field {field!r}")
-        node = node[part]
+      try:   # config_flags' own path lookup, the one `--config.FIELD=` goes through
+        config_path.get_value(field, config)
+      except (KeyError, IndexError, AttributeError, ValueError) as e:
+        message = str(e.args[0]) if e.args else ""
+        hint = message.splitlines()[-1] if message else ""   # 'Did you mean "num_epochs" ...?'
+        raise ValueError(f"run {run.name}: {flag}: the config has no field {field!r}"
+                         + (f" ({hint})" if hint.startswith("Did you mean") else "")) from None
 
 
 def has_eval(workdir: str) -> bool:
@@ -307,7 +230,7 @@ def _repo_relative(root: str) -> str:
 
 
 _SWEEP = flags.DEFINE_enum("sweep", None, list(SWEEPS), "Named sweep: " + "; ".join(
-    f"{k} = {v[0]}" for k, v in SWEEPS.items()))
+    f"{name} = {discovery.describe(builder)}" for name, builder in SWEEPS.items()))
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds, comma-separated.")
 _MODIFIERS = flags.DEFINE_list("modifiers", [], "Config modifiers for every run, e.g. `cpu`.")
 _ROOT = flags.DEFINE_string("root", None, "Parent folder of the workdirs (default runs/SWEEP).")
