@@ -100,20 +100,22 @@ def best_rows(rows: pd.DataFrame, metric: str, lower_is_better: bool,
 
 
 def _config_columns(runs: pd.DataFrame, spec: experiments.ReportSpec, ignore: Iterable[str],
-                    absent_taken_equal: bool, warnings: list[str]) -> list[str]:
-  """The config fields whose values tell rows apart (NaN filled in `runs` where taken equal)."""
+                    warnings: list[str]) -> list[str]:
+  """The config fields whose values tell rows apart.
+
+  A field absent from some runs (written before it existed) tells them apart too, shown as
+  `(absent)`: the code it stands for may have behaved like any value, so such runs are never
+  averaged with the others.
+  """
   skip = set(ignore) | set(spec.ignored_fields) | {path for _, path in spec.factors}
   fields = sorted(c for c in runs if c.startswith(CONFIG) and c[len(CONFIG):] not in skip)
-  varying = [c for c in fields if runs[c].nunique(dropna=absent_taken_equal) > 1]
-  for column in fields:
+  varying = [c for c in fields if runs[c].nunique(dropna=False) > 1]
+  for column in varying:
     absent = runs[column].isna()
-    if absent.any() and column not in varying:
-      value = runs.loc[~absent, column].iloc[0]
+    if absent.any():
       warnings.append(f"{spec.task}: config field {column[len(CONFIG):]} is absent from "
-                      f"{absent.sum()} of {len(runs)} runs (written before the field existed?); "
-                      f"taken to be {value} as in the others, e.g. "
-                      f"{runs.loc[absent, 'workdir'].iloc[0]}")
-      runs[column] = runs[column].fillna(value)
+                      f"{absent.sum()} of {len(runs)} runs (written before the field existed?), "
+                      f"e.g. {runs.loc[absent, 'workdir'].iloc[0]}; those runs get their own rows")
   runs[varying] = runs[varying].fillna(ABSENT)
   return varying
 
@@ -158,14 +160,9 @@ def _duplicate_seed_warnings(task: str, rows: pd.DataFrame) -> list[str]:
   return warnings
 
 
-def task_table(runs: pd.DataFrame, ignore: Iterable[str] = IGNORED_FIELDS,
-               absent_taken_equal: bool = True) -> tuple[TaskTable, list[str]]:
-  """The table of one task's runs (a `run_files.load_runs` frame of that task), and warnings.
-
-  A config field absent from some runs (written before it existed) but with one value in all
-  the others is taken to be that value, with a warning; with `absent_taken_equal=False` it
-  tells the runs apart like any other difference, shown as `(absent)`.
-  """
+def task_table(runs: pd.DataFrame,
+               ignore: Iterable[str] = IGNORED_FIELDS) -> tuple[TaskTable, list[str]]:
+  """The table of one task's runs (a `run_files.load_runs` frame of that task), and warnings."""
   task = runs["task"].iloc[0]
   runs = runs.dropna(axis=1, how="all").copy()   # other tasks' metrics and config fields
   spec, warnings = spec_for(task, runs), []
@@ -177,7 +174,7 @@ def task_table(runs: pd.DataFrame, ignore: Iterable[str] = IGNORED_FIELDS,
   for column, default in [*((c, ABSENT) for c in factor_columns), (f"{CONFIG}seed", "null"),
                           ("num_params", float("nan"))]:
     runs[column] = runs[column].fillna(default) if column in runs else default
-  settings = _config_columns(runs, spec, ignore, absent_taken_equal, warnings)
+  settings = _config_columns(runs, spec, ignore, warnings)
   runs = runs.rename(columns=factor_columns | {c: c[len(CONFIG):] for c in settings})
   settings = [c[len(CONFIG):] for c in settings]
   keys = ["variant", *factor_columns.values(), *settings]
@@ -208,11 +205,11 @@ def task_table(runs: pd.DataFrame, ignore: Iterable[str] = IGNORED_FIELDS,
   return TaskTable(spec, metrics, settings, rows), warnings
 
 
-def group_runs(runs: pd.DataFrame, ignore: Iterable[str] = IGNORED_FIELDS,
-               absent_taken_equal: bool = True) -> tuple[dict[str, TaskTable], list[str]]:
+def group_runs(runs: pd.DataFrame,
+               ignore: Iterable[str] = IGNORED_FIELDS) -> tuple[dict[str, TaskTable], list[str]]:
   """`({task: TaskTable}, warnings)` for every task among the runs, tasks sorted by name."""
   tables, warnings = {}, []
   for task, task_runs in runs.groupby("task", sort=True):
-    tables[task], task_warnings = task_table(task_runs, ignore, absent_taken_equal)
+    tables[task], task_warnings = task_table(task_runs, ignore)
     warnings += task_warnings
   return tables, warnings

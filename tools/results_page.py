@@ -137,7 +137,7 @@ def page(folders: Sequence[str], path: str, ignore: Iterable[str]) -> str:
     for eval_path in run_files.find_eval_files([folder]):
       names[os.path.dirname(eval_path)] = os.path.relpath(os.path.dirname(eval_path), folder)
   runs["variant"] = runs["workdir"].map(names)
-  tables, warnings = report_table.group_runs(runs, ignore, absent_taken_equal=False)
+  tables, warnings = report_table.group_runs(runs, ignore)
   generator = shlex.join(["python", "-m", "tools.report", f"--runs={','.join(folders)}",
                           f"--results_md={path}"])
   parts = ["# Results of the committed runs", "",
