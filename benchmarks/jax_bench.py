@@ -55,8 +55,8 @@ def config_for(spec: dict):
 
 
 def _random_classifier(config):
-  """Stands in for `classifier_loader.load_classifier`: the CVAE task loads a trained judge
-  classifier at build time, which a fresh clone does not have. Random weights cost the same."""
+  """Stands in for `classifier_loader.load_classifier`: the CVAE eval reads a trained judge
+  classifier, which a fresh clone does not have. Random weights cost the same."""
   from configs import classifier as classifier_configs  # pylint: disable=g-import-not-at-top
   from cvae import input_pipeline, models  # pylint: disable=g-import-not-at-top
   clf_cfg = classifier_configs.get_config(config.data.name).model
@@ -72,8 +72,8 @@ def _random_classifier(config):
 
 def build_task(config):
   if config.task == "cvae.task":
-    from cvae import classifier_loader  # pylint: disable=g-import-not-at-top
-    classifier_loader.load_classifier = _random_classifier(config)
+    from cvae import task as cvae_task  # pylint: disable=g-import-not-at-top
+    return cvae_task.build_task(config, judge_loader=_random_classifier(config))
   from shared import train  # pylint: disable=g-import-not-at-top
   return train.load_task(config)
 

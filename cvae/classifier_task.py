@@ -4,10 +4,12 @@ Its test accuracy goes in its own eval.json; the CVAE's eval loads its latest ch
 `classifier_loader.py`) to measure whether decoded images look like the label they were given.
 Training augments with random translations (`augment.translate`, on device) and mirror flips
 (`augment.flip`, by the data package) and smooths the labels (`loss.label_smoothing`).
+Module-level functions of the model and config values, bound by `build_task`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -45,53 +47,67 @@ def check_config(config) -> None:
     raise ConfigError(f"augment.translate={config.augment.translate}; must be >= 0 pixels")
 
 
+def init(model, rng, batch):
+  return model.init({"params": rng}, batch["image"], train=False)
+
+
+def loss(model, num_classes: int, label_smoothing: float, max_shift: int, params, model_state,
+         batch, rng):
+  """`Task.loss`: cross-entropy to smoothed labels on randomly translated images, in training
+  mode (dropout, batch statistics updated); the batch accuracy as a metric."""
+  k_shift, k_dropout = jax.random.split(rng)
+  images = augment.random_translate(k_shift, batch["image"], max_shift)
+  mutable = list(model_state.keys())
+  out = model.apply({"params": params, **model_state}, images, train=True,
+                    rngs={"dropout": k_dropout}, mutable=mutable or False)
+  logits, new_state = out if mutable else (out, model_state)
+  targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), label_smoothing)
+  ce = optax.softmax_cross_entropy(logits, targets)
+  acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return ce.mean(), ({"accuracy": acc}, new_state)
+
+
+def eval_sums(model, variables, batch):
+  """`Task.eval_sums`: correct predictions and cross-entropy (unsmoothed) summed over the real
+  examples."""
+  logits = model.apply(variables, batch["image"], train=False)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  return {"correct": jnp.sum(correct * batch["valid"]),
+          "loss_sum": jnp.sum(ce * batch["valid"]), "count": jnp.sum(batch["valid"])}
+
+
+def summarize(sums):
+  n = max(float(sums["count"]), 1.0)
+  return {"accuracy": float(sums["correct"]) / n, "loss": float(sums["loss_sum"]) / n}
+
+
+def _eval_logits(model, variables, images):
+  return model.apply(variables, images, train=False)
+
+
+def write_pictures(model, class_names, variables, eval_store, workdir, rng):
+  """`Task.write_pictures`: predictions.png, the first 25 test images titled true -> predicted."""
+  del rng  # predictions are deterministic
+  n = min(25, len(eval_store))
+  batch = eval_store.get(np.arange(n))
+  images = batch["image"].astype(np.float32) / 255
+  logits = jax.jit(functools.partial(_eval_logits, model))(jax.device_get(variables), images)
+  pred = np.asarray(jnp.argmax(logits, -1))
+  titles = [f"{class_names[t]} -> {class_names[p]}" for t, p in zip(batch["label"], pred)]
+  pictures.save_tile_grid(images, titles, os.path.join(workdir, "predictions.png"),
+                          title="test images: true -> predicted")
+
+
 def build_task(config) -> Task:
+  """The judge's task for `config`; reads no files."""
   check_config(config)
   names = input_pipeline.CLASS_NAMES[config.data.name]
-  num_classes = len(names)
-  model = models.classifier_from_config(config.model, num_classes)
-  smoothing = float(config.loss.label_smoothing)
-  max_shift = int(config.augment.translate)
-
-  def init(rng, batch):
-    return model.init({"params": rng}, batch["image"], train=False)
-
-  def loss(params, model_state, batch, rng):
-    k_shift, k_dropout = jax.random.split(rng)
-    images = augment.random_translate(k_shift, batch["image"], max_shift)
-    mutable = list(model_state.keys())
-    out = model.apply({"params": params, **model_state}, images, train=True,
-                      rngs={"dropout": k_dropout}, mutable=mutable or False)
-    logits, new_state = out if mutable else (out, model_state)
-    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), smoothing)
-    ce = optax.softmax_cross_entropy(logits, targets)
-    acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return ce.mean(), ({"accuracy": acc}, new_state)
-
-  def eval_sums(variables, batch):
-    logits = model.apply(variables, batch["image"], train=False)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return {"correct": jnp.sum(correct * batch["valid"]),
-            "loss_sum": jnp.sum(ce * batch["valid"]), "count": jnp.sum(batch["valid"])}
-
-  def summarize(sums):
-    n = max(float(sums["count"]), 1.0)
-    return {"accuracy": float(sums["correct"]) / n, "loss": float(sums["loss_sum"]) / n}
-
-  apply_eval = jax.jit(lambda v, x: model.apply(v, x, train=False))
-
-  def write_pictures(variables, eval_store, workdir, rng):
-    del rng  # predictions are deterministic
-    n = min(25, len(eval_store))
-    batch = eval_store.get(np.arange(n))
-    images = batch["image"].astype(np.float32) / 255
-    pred = np.asarray(jnp.argmax(apply_eval(jax.device_get(variables), images), -1))
-    titles = [f"{names[t]} -> {names[p]}" for t, p in zip(batch["label"], pred)]
-    pictures.save_tile_grid(images, titles, os.path.join(workdir, "predictions.png"),
-                            title="test images: true -> predicted")
-
-  return Task(load_data=input_pipeline.load_data, init=init, loss=loss, eval_sums=eval_sums,
-              summarize=summarize, write_pictures=write_pictures,
+  model = models.classifier_from_config(config.model, len(names))
+  return Task(load_data=input_pipeline.load_data, init=functools.partial(init, model),
+              loss=functools.partial(loss, model, len(names), float(config.loss.label_smoothing),
+                                     int(config.augment.translate)),
+              eval_sums=functools.partial(eval_sums, model), summarize=summarize,
+              write_pictures=functools.partial(write_pictures, model, names),
               flip_keys=("image",) if config.augment.flip else (),
               image_keys=("image",), curve_metrics=("accuracy",))

@@ -270,6 +270,16 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
               conv_impl=model_cfg.get("conv_impl", "auto"))
 
 
+def encode(model: CVAE, params, x, labels):
+  """(mean, logvar) of q(z | x, labels): the CVAE's encoder alone, applied with `params`."""
+  return model.apply({"params": params}, x, labels, method=CVAE.encode)
+
+
+def decode(model: CVAE, params, z, labels):
+  """The decoder's output (the likelihood's parameters) for latents z and labels."""
+  return model.apply({"params": params}, z, labels, method=CVAE.decode)
+
+
 class Classifier(nn.Module):
   """Two conv blocks (conv-conv-maxpool) and an MLP head; logits over the classes."""
   num_classes: int = 10

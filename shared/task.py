@@ -3,6 +3,13 @@
 A family's `task.py` exposes `build_task(config) -> Task`. The loop in `shared/train.py` owns
 everything else: sharding, the jitted steps, the optimizer, checkpoints, logging and eval.json.
 All functions that run on device are pure: state in, state out, randomness from explicit keys.
+
+`build_task` is pure too: it checks the config and binds module-level functions to the model
+and config values, and reads no files. What a task needs from disk besides its data (the CVAE's
+judge classifier) it reads on first use, through a loader `build_task` takes as an argument,
+so tests and benchmarks pass a stand-in loader instead of patching modules. The loop calls
+`load_eval_resources` before training, so a missing or mismatched file fails before the
+first step rather than at the first eval.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from shared import data
 
 Variables = Mapping[str, Any]        # {"params": ..., plus model state such as "batch_stats"}
 Batch = Mapping[str, jax.Array]
+
+
+def nothing_to_load() -> None:
+  """`Task.load_eval_resources` of a task whose eval needs only the model and the data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,3 +50,7 @@ class Task:
   image_keys: tuple[str, ...] = ("image",)
   # Eval metrics (keys of `summarize`'s result) drawn in curves.png.
   curve_metrics: tuple[str, ...] = ()
+  # () -> None; reads (and keeps) what the eval needs besides the model and the data, e.g. the
+  # CVAE's judge classifier. Called by the loop before training; the eval reads it on first
+  # use anyway, so callers that skip this call (tests, benchmarks) still get it.
+  load_eval_resources: Callable[[], None] = nothing_to_load

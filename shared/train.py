@@ -190,6 +190,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   validate.check_common(config)
   task = load_task(config)   # task-specific config checks happen here, before any compile
+  # Files the eval needs besides the data (the CVAE's judge): a missing one fails now, before
+  # the workdir is touched, not after training.
+  task.load_eval_resources()
   _ensure_writable(workdir)
   # One run per workdir, for the whole run (shared/workdir_lock.py).
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())

@@ -16,6 +16,7 @@ from tests.conftest import TFDS_DIR
 from configs import classifier as classifier_configs
 from configs import cvae as cvae_configs
 from cvae import classifier_loader
+from cvae import evaluation
 from cvae import input_pipeline
 from cvae import losses
 from cvae import models
@@ -146,8 +147,8 @@ def test_corrupt_labels_follow_rate(rate):
 
 
 def test_eval_wrong_labels_depend_on_index_not_batching():
-  keys_a = cvae_task.per_example_keys(0, jnp.arange(8))
-  keys_b = cvae_task.per_example_keys(0, jnp.arange(4, 8))
+  keys_a = evaluation.per_example_keys(0, jnp.arange(8))
+  keys_b = evaluation.per_example_keys(0, jnp.arange(4, 8))
   wa = jax.vmap(lambda k: losses.wrong_labels(k, jnp.int32(3), 10))(keys_a)
   wb = jax.vmap(lambda k: losses.wrong_labels(k, jnp.int32(3), 10))(keys_b)
   np.testing.assert_array_equal(wa[4:], wb)
@@ -239,20 +240,24 @@ def test_critic_weight_needs_a_critic():
     cvae_task.check_config(config)
 
 
-def test_critic_learns_from_real_images_only_and_moves_the_decoder(monkeypatch):
+def _no_judge(workdir, dataset):
+  """The judge loader of tests that train only: building the task and its loss never call it."""
+  raise AssertionError(f"the judge ({workdir!r}, {dataset!r}) was loaded outside the eval")
+
+
+def test_critic_learns_from_real_images_only_and_moves_the_decoder():
   """The critic's parameters get the gradient of its cross-entropy on real images and nothing
   from the wrong-label term (frozen there); the decoder does get that term's gradient."""
   config = cvae_configs.get_config("mnist,label=decoder")
   config.model.features, config.model.hidden, config.model.latent_dim = (4, 8), 16, 4
   config.model.critic_features, config.model.critic_hidden = (4, 8), 8
   config.loss.latent_adversary_weight = 0.0
-  monkeypatch.setattr(classifier_loader, "load_classifier", lambda workdir, dataset: (None, None))
   batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
            "label": jnp.arange(6, dtype=jnp.int32)}
   grads = {}
   for weight in (0.0, 1.0):
     config.loss.critic_weight = weight
-    task = cvae_task.build_task(config)
+    task = cvae_task.build_task(config, judge_loader=_no_judge)
     variables = _run_fast(task.init, jax.random.key(1), batch)
     state = {k: v for k, v in variables.items() if k != "params"}
     loss = lambda p: task.loss(p, state, batch, jax.random.key(2))[0]
@@ -269,17 +274,16 @@ def test_critic_learns_from_real_images_only_and_moves_the_decoder(monkeypatch):
   assert max(moved) > 1e-4
 
 
-def test_critic_wrong_class_learns_to_flag_wrong_label_decodes(monkeypatch):
+def test_critic_wrong_class_learns_to_flag_wrong_label_decodes():
   """With `model.critic_wrong_class` the critic has an 11th output, trained on decodes: its
   column gets a gradient."""
   config = cvae_configs.get_config("mnist")
   config.model.features, config.model.hidden, config.model.latent_dim = (4, 8), 16, 4
   config.model.critic_features, config.model.critic_hidden = (4, 8), 8
   config.model.critic_wrong_class = True
-  monkeypatch.setattr(classifier_loader, "load_classifier", lambda workdir, dataset: (None, None))
   batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
            "label": jnp.arange(6, dtype=jnp.int32)}
-  task = cvae_task.build_task(config)
+  task = cvae_task.build_task(config, judge_loader=_no_judge)
   variables = _run_fast(task.init, jax.random.key(1), batch)
   state = {k: v for k, v in variables.items() if k != "params"}
   assert variables["params"]["critic"]["logits"]["kernel"].shape == (8, 11)
