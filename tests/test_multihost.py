@@ -43,7 +43,7 @@ ARGS = ["--config=configs/unet.py:strconv_tr_bce", "--config.data.image_size=32"
         # Decoded per batch, not cached: what each process decodes is what it reads.
         "--config.data.cache_max_bytes=0", "--alsologtostderr"]
 TOTAL_STEPS = 16            # 64 examples / 8 per batch x 2 epochs
-HEARTBEAT_S = 5
+HEARTBEAT_S = 10            # short, but not so short that a starved process looks dead
 EVAL_KEYS = ("dice", "iou", "mean_iou", "pixel_accuracy", "loss")
 EVAL_ATOL = 1e-3            # between topologies (module docstring); measured < 1e-4
 LOSS_RTOL = 1e-4            # measured <= 1.5e-5
@@ -460,3 +460,25 @@ def test_launcher_names_a_failed_process_and_stops_the_others_after_the_grace_pe
   assert lines[3] == (f"local_hosts: process 0 (PID {pids['0']}) still running 1s after process "
                       f"1 failed: killing it")
   assert lines[-1] == "local_hosts: job failed: exit code 3"
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      return "\nState:\tZ" not in f.read()     # a zombie has ended
+  except FileNotFoundError:
+    return False
+
+
+def test_processes_do_not_outlive_a_killed_launcher(tmp_path):
+  launcher = _launch_children(tmp_path, "-1", "obey")
+  pids = []
+  while len(pids) < 2:
+    pids += re.findall(r"PID (\d+)", launcher.stderr.readline())
+  launcher.stdout.readline()
+  launcher.kill()              # SIGKILL: no clean-up of its own; the kernel sends SIGTERM
+  launcher.wait()
+  deadline = time.time() + 30
+  while any(_alive(int(p)) for p in pids) and time.time() < deadline:
+    time.sleep(0.1)
+  assert not any(_alive(int(p)) for p in pids)

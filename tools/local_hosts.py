@@ -114,12 +114,16 @@ def exit_code(codes: list[int], first_failure: int | None) -> int:
   return shell[first_failure] if first_failure is not None else next(c for c in shell if c)
 
 
+try:
+  _LIBC = ctypes.CDLL(None, use_errno=True)    # loaded here, not between fork and exec
+except OSError:
+  _LIBC = None
+
+
 def _die_with_parent() -> None:
   """In the child before exec: SIGTERM when this tool's thread that started it ends (Linux)."""
-  try:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-  except OSError:
-    pass
+  if _LIBC is not None and hasattr(_LIBC, "prctl"):
+    _LIBC.prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
 
 
 class Job:
@@ -139,6 +143,8 @@ class Job:
                               preexec_fn=_die_with_parent)
       self.procs.append(proc)
       say(f"process {i} of {count}: PID {proc.pid}")
+    # Readers only once every process is started: no thread runs while a child is forked.
+    for i, proc in enumerate(self.procs):
       for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
         t = threading.Thread(target=self._pump, args=(i, stream, out), daemon=True)
         t.start()
