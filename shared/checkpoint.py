@@ -74,7 +74,11 @@ def newest_committed_step(workdir: str) -> int:
   """The largest step committed in `workdir/checkpoints`, 0 if none: from the folder names
   alone, read-only and cheap, for before the data is loaded (shared/preemption.py)."""
   folder = os.path.join(workdir, "checkpoints")
-  steps = [int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+  try:
+    names = os.listdir(folder)
+  except OSError:   # none yet, or unreadable: the run reports that itself, later
+    return 0
+  steps = [int(n) for n in names
            if n.isdigit() and os.path.exists(os.path.join(folder, n, _COMMIT_MARKER))]
   return max(steps, default=0)
 

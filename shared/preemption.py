@@ -28,6 +28,15 @@ from shared import errors
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def report_step(step: int) -> None:
+  """In a multi-process job, tells JAX's preemption sync where this process is before the
+  loop's first `stop_at`. The sync point is 1 + the largest step reported when a notice
+  arrives, so a notice while a resumed run loads data or compiles is then honoured at its
+  first step, not at step 1 (never). Call it as early as the step is known."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  multihost_utils.reached_preemption_sync_point(step)   # a no-op in a single process
+
+
 class PreemptionGuard:
   """Context manager installing the handlers (main thread only) and restoring the old ones.
 
@@ -53,14 +62,6 @@ class PreemptionGuard:
     """Raises Preempted ("received SIGTERM <what>") if a signal has arrived."""
     if self.requested:
       raise errors.Preempted(f"received {self.signal_name} {what}", self.signum)
-
-  def report_step(self, step: int) -> None:
-    """Tells JAX's preemption sync where this process is before its first `stop_at`: its sync
-    point is 1 + the largest step reported when a notice arrives, so a notice during data
-    loading is then honoured at the first step of a resumed run, not at step 1 (never)."""
-    if self.job_wide:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.reached_preemption_sync_point(step)
 
   def stop_at(self, step: int) -> bool:
     """Whether the run should commit `step` and stop. Job-wide: true on every process at the

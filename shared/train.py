@@ -189,6 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises the `shared.errors` types for problems a user can fix: bad config, missing data,
   unwritable workdir, non-finite loss, preemption (after committing a checkpoint).
   """
+  if jax.process_count() > 1:   # first thing: shared/preemption.report_step says why
+    preemption.report_step(checkpoint.newest_committed_step(workdir))
   validate.check_common(config)
   task = load_task(config)   # task-specific config checks happen here, before any compile
   # Files the eval needs besides the data (the CVAE's judge): a missing one fails now, before
@@ -201,7 +203,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # SIGTERM / Ctrl-C from here on end the run at the next boundary; in a job of several
     # processes, at the same step on every process (shared/preemption.py).
     with preemption.PreemptionGuard(job_wide=jax.process_count() > 1) as guard:
-      guard.report_step(checkpoint.newest_committed_step(workdir))
       stores = task.load_data(config)   # before anything is written: its errors leave no trace
       total_steps = (data.steps_per_epoch(len(stores[0]), config.train.batch_size)
                      * config.train.num_epochs)
@@ -257,7 +258,7 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   if restored is not None:
     state = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
-    guard.report_step(int(state["step"]))
+    preemption.report_step(int(state["step"]))
   elif config.mode == "eval":
     raise errors.CheckpointNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
 

@@ -3,11 +3,13 @@ tiny run on 2 processes x 2 devices and on 1 process x 4 devices, a preemption (
 process at a different moment), a lost process (SIGKILL), and checkpoints moved between the two
 topologies.
 
-Why tolerances between topologies: the gradient all-reduce over the 4 devices adds the
-per-device sums in device order 0, 1, 2, 3 inside one process, but gloo (between processes)
-adds them in another order, so the two topologies differ from the first step on by float32
-rounding (measured: the first logged loss by 2 ulps, the last by ~1.5e-5 relative, eval
-metrics by < 1e-4). Within one topology every rerun and resume is bit-identical.
+Why tolerances between topologies: a sum over the 4 devices (the loss, the gradients, the
+BatchNorm statistics, the eval sums) adds them in device order 0, 1, 2, 3 inside one process
+but in another order through gloo between processes (probed with values 1e8, 1, -1e8, 1), so
+the topologies differ by float32 rounding from the first step on. Measured here: the first
+logged loss by 1 ulp, the last (step 16) by 1.5e-5 relative, eval loss by 8e-6, Dice / IoU /
+accuracy equal; at 24 steps and full optimisation, eval metrics by up to 1e-4. Within one
+topology every rerun and resume is bit-identical.
 
 Every run compiles at XLA optimisation level 0 (XLA_FLAGS): the same numbers for every run of
 this file, in half the compile time on this 2-core machine.
@@ -45,9 +47,9 @@ ARGS = ["--config=configs/unet.py:strconv_tr_bce", "--config.data.image_size=32"
 TOTAL_STEPS = 16            # 64 examples / 8 per batch x 2 epochs
 HEARTBEAT_S = 10            # short, but not so short that a starved process looks dead
 EVAL_KEYS = ("dice", "iou", "mean_iou", "pixel_accuracy", "loss")
-EVAL_ATOL = 1e-3            # between topologies (module docstring); measured < 1e-4
-LOSS_RTOL = 1e-4            # measured <= 1.5e-5
-FIRST_LOSS_RTOL = 1e-6      # the same parameters: rounding of the reduction alone
+EVAL_ATOL = 1e-3            # between topologies (module docstring): 10x the largest measured
+LOSS_RTOL = 1e-4            # 7x the largest measured
+FIRST_LOSS_RTOL = 1e-6      # the same parameters: rounding of the reduction alone (~8e-8)
 
 
 def _env(tfds_dir, decode_log=None, devices=None):
@@ -291,7 +293,8 @@ def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_pr
       r"stopped at step (\d+)/16", log, re.M)}
   assert sorted(stops) == [0, 1] and stops[0] == stops[1], log[-4000:]
   stopped = stops[0]
-  assert 4 < stopped < TOTAL_STEPS
+  next_save = (stopped // 4 + 1) * 4       # checkpoint_every_steps=4
+  assert 4 < stopped and next_save < TOTAL_STEPS, f"stopped at {stopped}: too late to go on"
   for i in (0, 1):
     assert f"local_hosts: process {i} (PID {run.pids[i]}) exited with code 143" in log
   # One checkpoint of that step, committed (checksummed), and no half-written folder.
@@ -304,8 +307,8 @@ def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_pr
   run = Run(workdir, tfds_dir, 2)
   try:
     run.wait_for(rf"^\[p0\] .*resumed from .* at step {stopped}$")
-    run.wait_for(r"^\[p0\] .*saving checkpoint at step 12")
-    run.wait_for(r"^\[p1\] .*step 14/16")
+    run.wait_for(rf"^\[p0\] .*saving checkpoint at step {next_save}$")
+    run.wait_for(rf"^\[p1\] .*step {next_save + 2}/16")
     os.kill(run.pids[1], signal.SIGKILL)
     killed_at = time.time()
     code, log = run.finish()
@@ -318,6 +321,8 @@ def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_pr
                    rf"reports process\(es\) 1 stopped sending heartbeats", log), log[-4000:]
   assert "still running" not in log              # it ended by itself, not by the launcher
   assert took < HEARTBEAT_S + 40, took
+  print(f"SIGTERM: every process stopped at step {stopped}; after the SIGKILL of process 1, "
+        f"process 0 ended {took:.1f}s later")
 
   # The rerun resumes from the newest committed step and ends where the uninterrupted run did.
   committed = checkpoint.newest_committed_step(workdir)
