@@ -30,6 +30,7 @@ if __name__ == "__main__":
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from shared.process import cli_errors
@@ -80,9 +81,11 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
   logging.info("allocator: %s", allocator.describe())
   xla_flags.apply_defaults()   # before JAX's first computation creates the CPU backend
-  sharding.maybe_initialize_distributed()
-  logging.info("config:\n%s", _CONFIG.value)
   try:
+    # One process of a multi-process job when the environment says so (README "Running on
+    # several hosts"); before any computation.
+    sharding.maybe_initialize_distributed()
+    logging.info("config:\n%s", _CONFIG.value)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except errors.UserFacingError as e:
     kind = "preempted" if isinstance(e, errors.Preempted) else "error"
@@ -91,6 +94,20 @@ def main(argv):
   except KeyboardInterrupt:   # Ctrl-C before the run's own signal handling was installed
     print("interrupted: stopped before the run started; nothing was written", file=sys.stderr)
     sys.exit(128 + 2)
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    # In a job of several processes, a failed collective usually means another process died:
+    # say so in one line after the traceback. JAX names the process that stopped sending
+    # heartbeats and ends this one within JAX_HEARTBEAT_TIMEOUT_SECONDS.
+    logging.exception("process %d of %d failed", jax.process_index(), jax.process_count())
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(f"error: process {jax.process_index()} of {jax.process_count()} failed: "
+          f"{type(e).__name__}: {first[:300]}. If another process of the job died, JAX names it "
+          f"below (\"stopped sending heartbeats\") and ends this one within "
+          f"{sharding.ENV_HEARTBEAT_TIMEOUT} (default 100 s); re-run the same command on every "
+          f"host to resume from the newest committed checkpoint", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

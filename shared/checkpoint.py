@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 
 from absl import logging
@@ -39,6 +40,22 @@ class _Damaged(Exception):
   """A step that cannot be trusted; the message says why."""
 
 
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, but it asks JAX's preemption sync only from the main thread.
+
+  JAX picks the job's preemption step from the step each process last reported; orbax also
+  reports from its background finalize thread, with the step being saved, for a metric. That
+  report can land after the loop's report of a later step and set this process's step back;
+  if every process were set back when a notice arrives, they would agree on a step they have
+  all passed and never stop. The loop reports every step itself (shared/preemption.py).
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+      return False
+    return super().reached_preemption(step)
+
+
 def file_digests(folder: str) -> dict[str, str]:
   """Relative path -> SHA-256 of every file under `folder`."""
   out = {}
@@ -51,6 +68,19 @@ def file_digests(folder: str) -> dict[str, str]:
           digest.update(block)
       out[os.path.relpath(path, folder)] = digest.hexdigest()
   return out
+
+
+def newest_committed_step(workdir: str) -> int:
+  """The largest step committed in `workdir/checkpoints`, 0 if none: from the folder names
+  alone, read-only and cheap, for before the data is loaded (shared/preemption.py)."""
+  folder = os.path.join(workdir, "checkpoints")
+  try:
+    names = os.listdir(folder)
+  except OSError:   # none yet, or unreadable: the run reports that itself, later
+    return 0
+  steps = [int(n) for n in names
+           if n.isdigit() and os.path.exists(os.path.join(folder, n, _COMMIT_MARKER))]
+  return max(steps, default=0)
 
 
 def shape_differences(saved_metadata, template) -> list[str]:
@@ -91,7 +121,10 @@ class Checkpointer:
     self._manager = self._new_manager()
 
   def _new_manager(self):
-    return ocp.CheckpointManager(
+    """A manager over the folder as it is now: after process 0 moved steps aside, every
+    process waits for the others here, so that none of them reads the folder before."""
+    ocp.multihost.sync_global_processes("shared.checkpoint.new_manager")
+    return _Manager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
                                              save_decision_policy=self._save_policy))

@@ -10,6 +10,7 @@ each host takes only its own slice of every global batch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -24,6 +25,12 @@ Preprocess = Callable[[Mapping[str, object]], Mapping[str, np.ndarray]]
 
 DatasetNotFoundError = errors.DatasetNotFoundError
 BadExampleError = errors.BadExampleError
+
+# Set to a folder to record every decode: each process appends JSON lines
+# {"split", "what": probe|cache|batch, "indices": [source indices]} to FOLDER/decodes-PID.jsonl,
+# one line per batch (or per cache fill). For proving which examples each process of a
+# multi-process job reads (tests/test_multihost.py); off (and free) otherwise.
+DECODE_LOG_ENV = "SHARED_DATA_DECODE_LOG"
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
@@ -71,6 +78,8 @@ class ExampleStore:
 
   def __post_init__(self):
     self._cache: Batch | None = None
+    self._decode_log = os.environ.get(DECODE_LOG_ENV) or None
+    self._decoded: list[int] = []     # decodes not yet logged (only with the log on)
     total = len(self.source)
     if self.limit > 0:
       total = min(total, self.limit)
@@ -81,6 +90,7 @@ class ExampleStore:
     fits = False
     if not self.skip_bad:
       first = self._decode_one(0)
+      self._log_decodes("probe")
       self.example_bytes = sum(np.asarray(v).nbytes for v in first.values())
       fits = self.example_bytes * total <= self.cache_max_bytes
     if self.skip_bad or fits:
@@ -93,6 +103,7 @@ class ExampleStore:
             raise
           logging.warning("skipping: %s", e)
           self.skipped.append(i)
+      self._log_decodes("cache")
       if not decoded:
         paths = sorted({p for p in (file_of(self.source, i) for i in range(total)) if p})
         raise BadExampleError(
@@ -116,7 +127,17 @@ class ExampleStore:
   def cached(self) -> bool:
     return self._cache is not None
 
+  def _log_decodes(self, what: str) -> None:
+    if self._decode_log and self._decoded:
+      os.makedirs(self._decode_log, exist_ok=True)
+      line = json.dumps({"split": self.name, "what": what, "indices": self._decoded})
+      with open(os.path.join(self._decode_log, f"decodes-{os.getpid()}.jsonl"), "a") as f:
+        f.write(line + "\n")
+    self._decoded = []
+
   def _decode_one(self, i: int) -> Mapping[str, np.ndarray]:
+    if self._decode_log:
+      self._decoded.append(int(i))
     try:
       return self.preprocess(self.source[int(i)])
     except Exception as e:  # any decoder error: corrupt JPEG, truncated record, bad shape ...
@@ -130,7 +151,9 @@ class ExampleStore:
   def get(self, indices: np.ndarray) -> Batch:
     if self._cache is not None:
       return {k: v[indices] for k, v in self._cache.items()}
-    return _stack([self._decode_one(i) for i in self._ids[np.asarray(indices)]])
+    batch = _stack([self._decode_one(i) for i in self._ids[np.asarray(indices)]])
+    self._log_decodes("batch")
+    return batch
 
 
 def file_of(source, index: int) -> str | None:

@@ -48,3 +48,7 @@ class Preempted(UserFacingError):
   def __init__(self, message: str, signum: int):
     super().__init__(message)
     self.exit_code = 128 + signum
+
+
+class HostsError(UserFacingError, RuntimeError):
+  """This process could not join its multi-process job (coordinator unreachable, wrong id)."""

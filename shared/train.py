@@ -18,6 +18,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -188,6 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises the `shared.errors` types for problems a user can fix: bad config, missing data,
   unwritable workdir, non-finite loss, preemption (after committing a checkpoint).
   """
+  if jax.process_count() > 1:   # first thing: shared/preemption.report_step says why
+    preemption.report_step(checkpoint.newest_committed_step(workdir))
   validate.check_common(config)
   task = load_task(config)   # task-specific config checks happen here, before any compile
   # Files the eval needs besides the data (the CVAE's judge): a missing one fails now, before
@@ -197,8 +200,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # One run per workdir, for the whole run (shared/workdir_lock.py).
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   try:
-    # SIGTERM / Ctrl-C from here on end the run at the next boundary.
-    with preemption.PreemptionGuard() as guard:
+    # SIGTERM / Ctrl-C from here on end the run at the next boundary; in a job of several
+    # processes, at the same step on every process (shared/preemption.py).
+    with preemption.PreemptionGuard(job_wide=jax.process_count() > 1) as guard:
       stores = task.load_data(config)   # before anything is written: its errors leave no trace
       total_steps = (data.steps_per_epoch(len(stores[0]), config.train.batch_size)
                      * config.train.num_epochs)
@@ -254,6 +258,7 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   if restored is not None:
     state = restored
     logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
+    preemption.report_step(int(state["step"]))
   elif config.mode == "eval":
     raise errors.CheckpointNotFoundError(f"--config.mode=eval: no restorable checkpoint in {ckpt.directory}")
 
@@ -278,6 +283,8 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   def save():
     nonlocal state
     elapsed = prior_train_s + time.time() - clock.start
+    # Every process's clock differs a little; a replicated value must be one: process 0's.
+    elapsed = multihost_utils.broadcast_one_to_all(np.float32(elapsed))
     state = {**state, "train_time_s": jax.device_put(jnp.float32(elapsed), repl)}
     logging.info("saving checkpoint at step %d", step)
     ckpt.save(step, state)
@@ -302,7 +309,7 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
         steps_timed += 1
       # One read of the signal flag per step: a signal arriving later in this iteration is
       # honoured at the next step, never half (raised without the save).
-      preempt = guard.requested
+      preempt = guard.stop_at(step)
       is_log = step % config.train.log_every_steps == 0 or step == total_steps
       epoch_done, epoch = step % steps_in_epoch == 0, step // steps_in_epoch
       is_eval = epoch_done and epoch % config.train.eval_every_epochs == 0 or step == total_steps
@@ -332,9 +339,7 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
         save()
       if preempt:
         ckpt.wait()
-        raise errors.Preempted(
-            f"received {guard.signal_name} at step {step}/{total_steps}: checkpoint committed "
-            f"to {ckpt.directory}. Re-run the same command to resume.", guard.signum)
+        raise guard.preempted(step, total_steps, ckpt.directory)
       if is_log or is_save or is_eval:
         clock.resume()
     clock.pause(steps_timed)
@@ -374,5 +379,5 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
                         jax.random.fold_in(jax.random.key(config.seed), 0x5EED))
     plotting.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
                          eval_keys=task.curve_metrics)
-  logging.info("wrote %s", os.path.join(workdir, "eval.json"))
+    logging.info("wrote %s", os.path.join(workdir, "eval.json"))
   return result
