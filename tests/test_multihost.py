@@ -398,6 +398,7 @@ def test_sigint_in_a_multi_process_job_becomes_a_job_wide_sigterm():
   from shared import preemption  # pylint: disable=g-import-not-at-top
   seen = []
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+  sigint_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when pytest runs in the background
   try:
     with preemption.PreemptionGuard(job_wide=True) as guard:
       os.kill(os.getpid(), signal.SIGINT)
@@ -407,7 +408,7 @@ def test_sigint_in_a_multi_process_job_becomes_a_job_wide_sigterm():
         time.sleep(0.01)
       assert seen == [signal.SIGTERM] and not guard.requested
       assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL     # a second Ctrl-C kills
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == sigint_before       # restored on exit
   finally:
     signal.signal(signal.SIGTERM, previous)
 
