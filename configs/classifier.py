@@ -49,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0     # cnn only
   config.model.flip_tta = True        # resnet only: eval averages the image and its mirror
   config.model.conv_impl = "auto"     # shared/layers/ (CPU: transposed convs as ordinary convs)
+  # Compute dtype: float32 | bfloat16 (activations in bfloat16; parameters, optimizer state,
+  # batch-norm statistics and losses stay float32; shared/layers/precision.py, docs/precision.md).
+  config.model.dtype = "float32"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.label_smoothing = 0.0 if mnist else 0.2

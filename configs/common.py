@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_every_epochs = 1
   config.train.checkpoint_every_steps = 200
   config.train.max_to_keep = 3
+  # > 0: a jax.profiler trace of this many train steps (after the first, compiled one) goes to
+  # WORKDIR/profile/, for TensorBoard's profiler or Perfetto. 0: none.
+  config.train.profile_steps = 0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"        # adam | adamw | sgd

@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # label onto every decode does not pay (cvae/stamp_check.py measures it).
   config.model.critic_wrong_class = not mnist
   config.model.conv_impl = "auto"   # shared/layers/ (CPU: transposed convs as ordinary convs)
+  # Compute dtype: float32 | bfloat16 (activations in bfloat16; parameters, optimizer state,
+  # batch-norm statistics and losses stay float32; shared/layers/precision.py, docs/precision.md).
+  config.model.dtype = "float32"
 
   config.loss = ml_collections.ConfigDict()
   # Bernoulli on [0, 1] intensities for MNIST; for CIFAR-10 a discretised logistic on 8-bit

@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # faster forward + gradient for the 2x2 up-conv); XLA's own convs on TPU/GPU. Same
   # parameters and outputs either way (shared/layers/).
   config.model.conv_impl = "auto"
+  # Compute dtype: float32 | bfloat16 (activations in bfloat16; parameters, optimizer state,
+  # batch-norm statistics and losses stay float32; shared/layers/precision.py, docs/precision.md).
+  config.model.dtype = "float32"
 
   config.seg = ml_collections.ConfigDict()
   config.seg.mode = "trimap" if mods["trimap"] else "binary"

@@ -29,6 +29,7 @@ from shared.task import Task
 def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
   layers.check_impl(config.model.get("conv_impl", "auto"))
+  layers.check_dtype(config.model.get("dtype", "float32"))
   if config.model.get("arch", "cnn") not in models.CLASSIFIER_ARCHS:
     raise ConfigError(f"model.arch={config.model.arch!r}; allowed: {models.CLASSIFIER_ARCHS}")
   stem = config.model.get("stem", "conv")

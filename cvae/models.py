@@ -6,11 +6,17 @@ Where the label enters is `label_input`:
   both      both of the above (separate embeddings)
 With `encoder` only, the decoder never sees the label, so a wrong label can change the output
 only through z.
+
+Every module takes `dtype`, the compute dtype of its layers (`model.dtype`; parameters stay
+float32, batch-norm statistics float32: shared/layers/precision.py). What leaves a model for a
+loss or a metric (the CVAE's encode / decode / criticize / classify_latent, the classifiers'
+logits) is cast to float32 there, so the ELBO, the cross-entropies and the judge's argmax are
+reduced in float32.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,20 +41,23 @@ class LabelEmbed(nn.Module):
   """One-hot label -> learned embedding (a Dense on the one-hot vector)."""
   num_classes: int
   dim: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, labels):
-    return nn.Dense(self.dim, name="embed")(jax.nn.one_hot(labels, self.num_classes))
+    return nn.Dense(self.dim, dtype=self.dtype, name="embed")(
+        jax.nn.one_hot(labels, self.num_classes))
 
 
-def _with_label_map(x, labels, num_classes: int, embed_dim: int):
+def _with_label_map(x, labels, num_classes: int, embed_dim: int, dtype):
   """x with the label as an extra channel: embedding (`label`) -> ReLU -> Dense to H*W
   (`label_map`). Called inside an encoder's compact `__call__`, so the layers are the
   encoder's."""
   b, height, width, _ = x.shape
-  e = nn.relu(LabelEmbed(num_classes, embed_dim, name="label")(labels))
-  label_map = nn.Dense(height * width, name="label_map")(e).reshape(b, height, width, 1)
-  return jnp.concatenate([x, label_map], axis=-1)
+  e = nn.relu(LabelEmbed(num_classes, embed_dim, dtype, name="label")(labels))
+  label_map = nn.Dense(height * width, dtype=dtype, name="label_map")(e).reshape(
+      b, height, width, 1)
+  return jnp.concatenate([jnp.asarray(x, dtype), label_map], axis=-1)
 
 
 def sample_z(mean, logvar, rng):
@@ -56,13 +65,14 @@ def sample_z(mean, logvar, rng):
   return mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
 
 
-def _strided_trunk(h, features, hidden: int, conv_impl: str):
+def _strided_trunk(h, features, hidden: int, conv_impl: str, dtype):
   """4x4 stride-2 convs + ReLU (`conv{i}`), then a Dense + ReLU (`hidden`) on the flattened map:
   the encoder's and the critic's body. Called inside their compact `__call__`, so the layers
   are theirs (same parameter names as when each wrote them out)."""
   for i, f in enumerate(features):
-    h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=conv_impl, name=f"conv{i}")(h))
-  return nn.relu(nn.Dense(hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    h = nn.relu(layers.Conv(f, (4, 4), strides=(2, 2), impl=conv_impl, dtype=dtype,
+                            name=f"conv{i}")(h))
+  return nn.relu(nn.Dense(hidden, dtype=dtype, name="hidden")(h.reshape(h.shape[0], -1)))
 
 
 class Encoder(nn.Module):
@@ -73,15 +83,16 @@ class Encoder(nn.Module):
   embed_dim: int
   use_label: bool
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, labels):
     h = x
     if self.use_label:
-      h = _with_label_map(x, labels, self.num_classes, self.embed_dim)
-    h = _strided_trunk(h, self.features, self.hidden, self.conv_impl)
-    mean = nn.Dense(self.latent_dim, name="mean")(h)
-    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
+      h = _with_label_map(x, labels, self.num_classes, self.embed_dim, self.dtype)
+    h = _strided_trunk(h, self.features, self.hidden, self.conv_impl, self.dtype)
+    mean = nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h)
+    logvar = nn.Dense(self.latent_dim, dtype=self.dtype, name="logvar")(h)
     return mean, logvar
 
 
@@ -94,25 +105,27 @@ class Decoder(nn.Module):
   embed_dim: int
   use_label: bool
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels):
     h = z
     if self.use_label:
-      e = LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels)
-      h = jnp.concatenate([z, e], axis=-1)
+      e = LabelEmbed(self.num_classes, self.embed_dim, self.dtype, name="label")(labels)
+      h = jnp.concatenate([jnp.asarray(z, self.dtype), e], axis=-1)
     factor = 2**len(self.features)
     height, width = self.image_shape[0] // factor, self.image_shape[1] // factor
-    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h))
-    h = nn.relu(nn.Dense(height * width * self.features[-1], name="project")(h))
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(h))
+    h = nn.relu(nn.Dense(height * width * self.features[-1], dtype=self.dtype,
+                         name="project")(h))
     h = h.reshape(h.shape[0], height, width, self.features[-1])
     # Mirror of the encoder; the last transposed conv emits the likelihood parameters directly
     # (a full-resolution conv stack would triple the step time on CPU).
     for i, f in enumerate(self.features[::-1][1:]):
       h = nn.relu(layers.ConvTranspose(f, (4, 4), strides=(2, 2), impl=self.conv_impl,
-                                       name=f"up{i}")(h))
+                                       dtype=self.dtype, name=f"up{i}")(h))
     return layers.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), impl=self.conv_impl,
-                                name="out")(h)
+                                dtype=self.dtype, name="out")(h)
 
 
 class ResEncoder(nn.Module):
@@ -125,12 +138,14 @@ class ResEncoder(nn.Module):
   embed_dim: int
   use_label: bool
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, labels):
-    h = _with_label_map(x, labels, self.num_classes, self.embed_dim) if self.use_label else x
+    h = (_with_label_map(x, labels, self.num_classes, self.embed_dim, self.dtype)
+         if self.use_label else x)
     return resnet.ResNetEncoder(self.latent_channels, self.features, self.blocks,
-                                self.conv_impl, self.latent_dim, name="trunk")(h)
+                                self.conv_impl, self.latent_dim, self.dtype, name="trunk")(h)
 
 
 class ResDecoder(nn.Module):
@@ -143,13 +158,14 @@ class ResDecoder(nn.Module):
   use_label: bool
   map_size: Sequence[int]
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels):
-    cond = (LabelEmbed(self.num_classes, self.embed_dim, name="label")(labels)
+    cond = (LabelEmbed(self.num_classes, self.embed_dim, self.dtype, name="label")(labels)
             if self.use_label else None)
     return resnet.ResNetDecoder(self.out_channels, self.features, self.blocks, self.conv_impl,
-                                self.map_size, name="trunk")(z, cond)
+                                self.map_size, self.dtype, name="trunk")(z, cond)
 
 
 class Critic(nn.Module):
@@ -159,11 +175,12 @@ class Critic(nn.Module):
   features: Sequence[int]
   hidden: int
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    h = _strided_trunk(x, self.features, self.hidden, self.conv_impl)
-    return nn.Dense(self.num_classes, name="logits")(h)
+    h = _strided_trunk(x, self.features, self.hidden, self.conv_impl, self.dtype)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(h)
 
 
 class CVAE(nn.Module):
@@ -196,6 +213,7 @@ class CVAE(nn.Module):
   # The critic gets one more output, "decoded with a wrong label" (cvae/task.py).
   critic_wrong_class: bool = False
   conv_impl: str = "auto"       # shared/layers/
+  dtype: Any = jnp.float32      # compute dtype (model.dtype); outputs are float32
 
   def setup(self):
     if self.label_input not in LABEL_INPUTS:
@@ -207,36 +225,42 @@ class CVAE(nn.Module):
       map_size = (self.image_shape[0] // factor, self.image_shape[1] // factor)
       self.encoder = ResEncoder(self.latent_channels, self.latent_dim, self.features,
                                 self.blocks, self.num_classes, self.embed_dim, enc_label,
-                                self.conv_impl)
+                                self.conv_impl, self.dtype)
       self.decoder = ResDecoder(self.out_channels, self.features, self.blocks, self.num_classes,
-                                self.embed_dim, dec_label, map_size, self.conv_impl)
+                                self.embed_dim, dec_label, map_size, self.conv_impl, self.dtype)
     elif self.arch == "conv":
       self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.num_classes,
-                             self.embed_dim, enc_label, self.conv_impl)
+                             self.embed_dim, enc_label, self.conv_impl, self.dtype)
       self.decoder = Decoder(self.image_shape, self.out_channels, self.features, self.hidden,
-                             self.num_classes, self.embed_dim, dec_label, self.conv_impl)
+                             self.num_classes, self.embed_dim, dec_label, self.conv_impl,
+                             self.dtype)
     else:
       raise ValueError(f"model.arch={self.arch!r}; allowed: {ARCHS}")
     if self.latent_classifier_hidden:
-      self.latent_hidden = nn.Dense(self.latent_classifier_hidden)
-      self.latent_logits = nn.Dense(self.num_classes)
+      self.latent_hidden = nn.Dense(self.latent_classifier_hidden, dtype=self.dtype)
+      self.latent_logits = nn.Dense(self.num_classes, dtype=self.dtype)
     if self.critic_features:
       self.critic = Critic(self.num_classes + int(self.critic_wrong_class),
-                           tuple(self.critic_features), self.critic_hidden, self.conv_impl)
+                           tuple(self.critic_features), self.critic_hidden, self.conv_impl,
+                           self.dtype)
 
   def encode(self, x, labels):
-    return self.encoder(x, labels)
+    """(mean, logvar) of q(z | x, labels), float32: the KL and z's sampling read them."""
+    mean, logvar = self.encoder(x, labels)
+    return mean.astype(jnp.float32), logvar.astype(jnp.float32)
 
   def decode(self, z, labels):
-    return self.decoder(z, labels)
+    """The likelihood's parameters, float32: the reconstruction NLL reduces them."""
+    return self.decoder(z, labels).astype(jnp.float32)
 
   def classify_latent(self, z):
-    return self.latent_logits(nn.relu(self.latent_hidden(z.reshape(z.shape[0], -1))))
+    return self.latent_logits(nn.relu(self.latent_hidden(z.reshape(z.shape[0], -1)))).astype(
+        jnp.float32)
 
   def criticize(self, images):
-    """Class logits of the label critic for images in [0, 1] (and, with `critic_wrong_class`,
-    a last logit for "decoded with a wrong label")."""
-    return self.critic(images)
+    """Class logits (float32) of the label critic for images in [0, 1] (and, with
+    `critic_wrong_class`, a last logit for "decoded with a wrong label")."""
+    return self.critic(images).astype(jnp.float32)
 
   def __call__(self, x, enc_labels, dec_labels, rng):
     """Returns (decoder output, mean, logvar); z = mean + sigma * eps with eps from `rng`."""
@@ -267,7 +291,7 @@ def from_config(model_cfg, image_shape, out_channels: int, num_classes: int) -> 
               critic_features=tuple(model_cfg.get("critic_features", ())),
               critic_hidden=model_cfg.get("critic_hidden", 64),
               critic_wrong_class=model_cfg.get("critic_wrong_class", False),
-              conv_impl=model_cfg.get("conv_impl", "auto"))
+              conv_impl=model_cfg.get("conv_impl", "auto"), dtype=layers.model_dtype(model_cfg))
 
 
 def encode(model: CVAE, params, x, labels):
@@ -287,21 +311,26 @@ class Classifier(nn.Module):
   hidden: int = 128
   dropout_rate: float = 0.0
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32      # compute dtype (model.dtype); the logits are float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     h = x
     for i, f in enumerate(self.features):
-      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}a")(h))
-      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, name=f"conv{i}b")(h))
+      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, dtype=self.dtype,
+                              name=f"conv{i}a")(h))
+      h = nn.relu(layers.Conv(f, (3, 3), impl=self.conv_impl, dtype=self.dtype,
+                              name=f"conv{i}b")(h))
       h = layers.max_pool_2x2(h)
-    h = nn.relu(nn.Dense(self.hidden, name="hidden")(h.reshape(h.shape[0], -1)))
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(h.reshape(h.shape[0], -1)))
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(self.num_classes, name="logits")(h)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(h).astype(jnp.float32)
 
 
-def _bn(train: bool, name: str):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+def _bn(train: bool, name: str, dtype):
+  """Statistics computed and kept in float32 whatever the output `dtype` (Flax's BatchNorm)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
 
 
 def partial_identity_init(key, shape, dtype=jnp.float32):
@@ -358,25 +387,30 @@ class ResNetClassifier(nn.Module):
   stem: str = "conv"
   flip_tta: bool = True
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32      # compute dtype (model.dtype); the logits are float32
 
   def _logits(self, x, train: bool):
     kernel_init = partial_identity_init if self.stem == "whiten" else nn.initializers.lecun_normal()
     conv = lambda f, name: layers.Conv(f, (3, 3), use_bias=False, impl=self.conv_impl,
-                                       kernel_init=kernel_init, name=name)
+                                       kernel_init=kernel_init, dtype=self.dtype, name=name)
+    bn = lambda name: _bn(train, name, self.dtype)
     if self.stem == "whiten":
+      # The whitening filters come from float32 patch statistics; only the conv runs in dtype.
       whitening = self.variable("whitening", "stem", patch_whitening, x, self.features[0])
       kernel, bias = whitening.value
+      x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
       h = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
       h = nn.relu(h + bias)
     else:
-      h = nn.relu(_bn(train, "stem_bn")(conv(self.features[0], "stem")(x)))
+      h = nn.relu(bn("stem_bn")(conv(self.features[0], "stem")(x)))
     for i, f in enumerate(self.features[1:]):
       h = layers.max_pool_2x2(conv(f, f"stage{i}_conv")(h))
-      h = nn.relu(_bn(train, f"stage{i}_bn")(h))
-      h = h + nn.relu(_bn(train, f"stage{i}_res_bn")(conv(f, f"stage{i}_res_conv")(h)))
+      h = nn.relu(bn(f"stage{i}_bn")(h))
+      h = h + nn.relu(bn(f"stage{i}_res_bn")(conv(f, f"stage{i}_res_conv")(h)))
     h = jnp.max(h, axis=(1, 2))
-    return nn.Dense(self.num_classes, use_bias=False, name="logits")(h) * 0.125
+    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="logits")(h)
+    return logits.astype(jnp.float32) * 0.125
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -396,9 +430,11 @@ def classifier_from_config(model_cfg, num_classes: int) -> nn.Module:
     return ResNetClassifier(num_classes=num_classes, features=tuple(model_cfg.features),
                             stem=model_cfg.get("stem", "conv"),
                             flip_tta=model_cfg.get("flip_tta", True),
-                            conv_impl=model_cfg.get("conv_impl", "auto"))
+                            conv_impl=model_cfg.get("conv_impl", "auto"),
+                            dtype=layers.model_dtype(model_cfg))
   if arch != "cnn":
     raise ValueError(f"model.arch={arch!r}; allowed: {CLASSIFIER_ARCHS}")
   return Classifier(num_classes=num_classes, features=tuple(model_cfg.features),
                     hidden=model_cfg.hidden, dropout_rate=model_cfg.dropout_rate,
-                    conv_impl=model_cfg.get("conv_impl", "auto"))
+                    conv_impl=model_cfg.get("conv_impl", "auto"),
+                    dtype=layers.model_dtype(model_cfg))

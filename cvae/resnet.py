@@ -15,11 +15,13 @@ the encoder as an extra input channel, as in the small model.
 The blocks have no normalisation: their second conv starts at zero, so every block starts as
 the identity and the net trains stably without batch statistics (which would make a decode
 depend on the other images in its batch).
+
+`dtype` is the layers' compute dtype (`model.dtype`); parameters stay float32.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -31,16 +33,19 @@ class ResBlock(nn.Module):
   """x + conv3x3(relu(conv3x3(relu(film(x))))), the second conv zero-initialised."""
   features: int
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, cond=None):
     h = x
     if cond is not None:
-      film = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros, name="film")(cond)
+      film = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                      name="film")(cond)
       scale, shift = jnp.split(film[:, None, None, :], 2, axis=-1)
       h = h * (1.0 + scale) + shift
-    h = layers.Conv(self.features, (3, 3), impl=self.conv_impl, name="conv0")(nn.relu(h))
-    h = layers.Conv(self.features, (3, 3), impl=self.conv_impl, name="conv1",
+    h = layers.Conv(self.features, (3, 3), impl=self.conv_impl, dtype=self.dtype,
+                    name="conv0")(nn.relu(h))
+    h = layers.Conv(self.features, (3, 3), impl=self.conv_impl, dtype=self.dtype, name="conv1",
                     kernel_init=nn.initializers.zeros)(nn.relu(h))
     return x + h
 
@@ -53,20 +58,24 @@ class ResNetEncoder(nn.Module):
   blocks: int = 1
   conv_impl: str = "auto"
   latent_dim: int = 0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h):
     for level, f in enumerate(self.features):
       if level:
         h = nn.relu(h)
-      h = layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, name=f"down{level}")(h)
+      h = layers.Conv(f, (4, 4), strides=(2, 2), impl=self.conv_impl, dtype=self.dtype,
+                      name=f"down{level}")(h)
       for b in range(self.blocks):
-        h = ResBlock(f, self.conv_impl, name=f"block{level}_{b}")(h)
+        h = ResBlock(f, self.conv_impl, self.dtype, name=f"block{level}_{b}")(h)
     h = nn.relu(h)
     if self.latent_channels:
-      stats = layers.Conv(2 * self.latent_channels, (1, 1), impl=self.conv_impl, name="stats")(h)
+      stats = layers.Conv(2 * self.latent_channels, (1, 1), impl=self.conv_impl,
+                          dtype=self.dtype, name="stats")(h)
     else:
-      stats = nn.Dense(2 * self.latent_dim, name="stats")(h.reshape(h.shape[0], -1))
+      stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="stats")(
+          h.reshape(h.shape[0], -1))
     mean, logvar = jnp.split(stats, 2, axis=-1)
     return mean, logvar
 
@@ -79,20 +88,22 @@ class ResNetDecoder(nn.Module):
   blocks: int = 1
   conv_impl: str = "auto"
   map_size: Sequence[int] = ()   # (H/2^L, W/2^L); needed for a vector z only
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, cond=None):
     widths = tuple(self.features)[::-1]
     if z.ndim == 2:
       height, width = self.map_size
-      h = nn.Dense(height * width * widths[0], name="from_z")(z)
+      h = nn.Dense(height * width * widths[0], dtype=self.dtype, name="from_z")(z)
       h = h.reshape(z.shape[0], height, width, widths[0])
     else:
-      h = layers.Conv(widths[0], (3, 3), impl=self.conv_impl, name="from_z")(z)
+      h = layers.Conv(widths[0], (3, 3), impl=self.conv_impl, dtype=self.dtype,
+                      name="from_z")(z)
     for level, f in enumerate(widths):
       for b in range(self.blocks):
-        h = ResBlock(f, self.conv_impl, name=f"block{level}_{b}")(h, cond)
+        h = ResBlock(f, self.conv_impl, self.dtype, name=f"block{level}_{b}")(h, cond)
       out = widths[level + 1] if level + 1 < len(widths) else self.out_channels
       h = layers.ConvTranspose(out, (4, 4), strides=(2, 2), impl=self.conv_impl,
-                               name=f"up{level}")(nn.relu(h))
+                               dtype=self.dtype, name=f"up{level}")(nn.relu(h))
     return h

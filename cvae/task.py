@@ -29,6 +29,7 @@ WRONG_LABEL_TARGETS = ("both", "encoder")
 def check_config(config) -> None:
   input_pipeline.check_dataset(config.data.name)
   layers.check_impl(config.model.get("conv_impl", "auto"))
+  layers.check_dtype(config.model.get("dtype", "float32"))
   if config.model.label_input not in models.LABEL_INPUTS:
     raise ConfigError(f"model.label_input={config.model.label_input!r}; allowed: "
                      f"{models.LABEL_INPUTS}")

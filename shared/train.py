@@ -31,6 +31,7 @@ from shared import metric_writer
 from shared import optim
 from shared import plotting
 from shared import preemption
+from shared import profiling
 from shared import sharding
 from shared import validate
 from shared import workdir_lock
@@ -101,6 +102,14 @@ def make_train_step(task: Task, tx, schedule, seed: int, mesh):
   return jax.jit(functools.partial(_train_step, task=task, tx=tx, schedule=schedule, seed=seed),
                  in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
                  donate_argnums=(0,))
+
+
+def compile_train_step(task: Task, tx, schedule, seed: int, mesh, state: State, batch):
+  """(`make_train_step`'s step compiled ahead of time for `state` and `batch`'s shapes, XLA's
+  `profiling.step_cost` of it). The loop runs this compiled step, so the cost analysis costs
+  no second compile."""
+  compiled = make_train_step(task, tx, schedule, seed, mesh).lower(state, batch).compile()
+  return compiled, profiling.step_cost(compiled)
 
 
 class _Clock:
@@ -219,6 +228,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return result
       finally:
         writer.close()   # also on errors: no open files left in the workdir
+        profiling.stop_active_trace()   # a run that ended inside its traced steps
         # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
         try:
           ckpt.close()
@@ -290,14 +300,20 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
     ckpt.save(step, state)
 
   final_metrics = None
+  step_cost = dict.fromkeys(profiling.COST_KEYS)
   if config.mode == "train" and step < total_steps:
-    train_step = make_train_step(task, tx, schedule, config.seed, mesh)
+    train_step, step_cost = compile_train_step(task, tx, schedule, config.seed, mesh, state,
+                                               example)
+    logging.info("train step compiled (%.1fs since start): %s", time.time() - clock.start,
+                 profiling.describe_cost(step_cost))
+    trace = profiling.StepTrace(os.path.join(workdir, "profile"), config.train.profile_steps)
     on_device, fetched = [], []   # (step, metrics) not yet fetched / fetched, not yet logged
     steps_timed, timing_started = 0, False
     it = train_iter(step)
     while step < total_steps:
       batch = sharding.to_global(next(it), mesh)
-      state, metrics = train_step(state, batch)
+      with trace.annotate(step + 1):
+        state, metrics = train_step(state, batch)
       step += 1
       on_device.append((step, metrics))
       if not timing_started:
@@ -307,6 +323,12 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
         clock.resume()
       else:
         steps_timed += 1
+      if trace.step_done():      # writing the trace takes seconds: not train time
+        jax.block_until_ready(metrics)
+        clock.pause(steps_timed)
+        steps_timed = 0
+        trace.stop()
+        clock.resume()
       # One read of the signal flag per step: a signal arriving later in this iteration is
       # honoured at the next step, never half (raised without the save).
       preempt = guard.stop_at(step)
@@ -354,15 +376,19 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   train_time_s = (float(state["train_time_s"]) if config.mode == "eval"
                   else prior_train_s + time.time() - clock.start)
   images_per_s = (clock.steady_steps * batch_size / clock.steady_s if clock.steady_s else None)
-  if images_per_s is None and os.path.exists(os.path.join(workdir, "eval.json")):
-    try:   # eval-only: keep the training figure of the eval.json this one replaces
-      images_per_s = files.read_json(os.path.join(workdir, "eval.json")).get("images_per_s")
+  training_figures = {"images_per_s": images_per_s, **step_cost}
+  missing = [k for k, v in training_figures.items() if v is None]
+  if missing and os.path.exists(os.path.join(workdir, "eval.json")):
+    try:   # eval-only: keep the training figures of the eval.json this one replaces
+      previous = files.read_json(os.path.join(workdir, "eval.json"))
+      training_figures.update({k: previous.get(k) for k in missing})
     except (errors.WorkdirError, AttributeError) as e:
-      logging.warning("previous eval.json unreadable, its images_per_s is not kept: %s", e)
+      logging.warning("previous eval.json unreadable, its %s are not kept: %s",
+                      ", ".join(missing), e)
   result = {
       "variant": config.variant, "task": config.task, **final_metrics,
       "num_params": n_params, "num_eval_examples": len(eval_store), "step": step,
-      "train_time_s": train_time_s, "images_per_s": images_per_s,
+      "train_time_s": train_time_s, **training_figures,
       "num_devices": jax.device_count(),
       "skipped_train_examples": train_store.num_skipped,
       "skipped_eval_examples": eval_store.num_skipped,

@@ -18,8 +18,12 @@ from shared.errors import ConfigError
 RESUME_IGNORED = (
     "mode", "allow_config_change", "data.data_dir", "data.download", "data.cache_max_bytes",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
-    "train.eval_every_epochs", "eval.batch_size", "eval.num_pictures", "eval.classifier_workdir",
+    "train.eval_every_epochs", "train.profile_steps", "eval.batch_size", "eval.num_pictures",
+    "eval.classifier_workdir",
 )
+# Fields added after runs were already kept, with the value that stands for what those runs
+# computed: a saved config.json without the field resumes as if it held this value.
+RESUME_DEFAULTS = {"model.dtype": "float32"}
 
 
 def _positive_int(value, field: str) -> None:
@@ -37,6 +41,10 @@ def check_common(config) -> None:
     _positive_int(config_path.get_value(field, config), field)
   if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
     raise ConfigError(f"seed={config.seed!r}: must be an integer >= 0")
+  profile_steps = config.train.get("profile_steps", 0)
+  if not isinstance(profile_steps, int) or isinstance(profile_steps, bool) or profile_steps < 0:
+    raise ConfigError(f"train.profile_steps={profile_steps!r}: must be an integer >= 0 "
+                      f"(0 = no profile)")
   _check_optimizer(config.optimizer)
   n = jax.device_count()
   for field in ("train.batch_size", "eval.batch_size"):
@@ -86,6 +94,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
   """`field: saved -> current` for every field that changes what the run computes."""
   a, b = flatten(saved), flatten(current)
+  a.update({k: v for k, v in RESUME_DEFAULTS.items() if k in b and k not in a})
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key in RESUME_IGNORED:

@@ -20,12 +20,12 @@ from tools import discovery
 # eval.json keys that describe a run rather than measure the model.
 META_KEYS = ("variant", "task", "num_params", "num_eval_examples", "step", "train_time_s",
              "images_per_s", "num_devices", "skipped_train_examples", "skipped_eval_examples",
-             "config", "workdir")
+             "config", "workdir", "step_flops", "step_bytes_accessed", "step_peak_memory_bytes")
 # Config fields that may differ between seeds of one row without making them incomparable.
 IGNORED_FIELDS = ("seed", "variant", "task", "mode", "allow_config_change", "workdir",
                   "data.data_dir", "data.download", "data.cache_max_bytes",
                   "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
-                  "train.eval_every_epochs", "eval.num_pictures")
+                  "train.eval_every_epochs", "train.profile_steps", "eval.num_pictures")
 # Measured for every run and shown after the metrics (mean ± std, never marked best).
 COST_KEYS = ("train_time_s", "images_per_s")
 ABSENT = json.dumps("<absent>")   # a varying config field some runs do not have

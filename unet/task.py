@@ -38,6 +38,7 @@ def _check(config) -> None:
     raise ConfigError(f"seg.loss={seg.loss!r}; allowed: {losses.LOSSES}")
   m = config.model
   layers.check_impl(m.get("conv_impl", "auto"))
+  layers.check_dtype(m.get("dtype", "float32"))
   for field, value, allowed in (("downsample", m.downsample, models.DOWNSAMPLE),
                                 ("upsample", m.upsample, models.UPSAMPLE),
                                 ("norm", m.norm, models.NORMS),

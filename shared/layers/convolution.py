@@ -19,17 +19,19 @@ native path; the phase form has not been timed there).
 
 Same parameters (names, shapes, initialisers, the `Conv_0` auto-names) and the same outputs as
 the Flax layers up to float rounding, so checkpoints and parameter counts do not depend on
-`impl`.
+`impl`. As in Flax, `dtype` is the dtype the convolution computes in (None: that of the input
+and kernel) and `param_dtype` the dtype the parameters are stored in (shared/layers/precision.py).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen import dtypes
 from jax import lax
 
 from shared.errors import ConfigError
@@ -150,14 +152,20 @@ class _Conv2D(nn.Module):
   impl: str = "auto"
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: Any = None                 # computation (None: promoted from the input and kernel)
+  param_dtype: Any = jnp.float32    # storage of kernel and bias
 
   def _apply(self, x, kernel_hw, fns):
-    """Creates `kernel` (and `bias`) as Flax does and computes `fns[impl](x, kernel)`."""
+    """Creates `kernel` (and `bias`) as Flax does and computes `fns[impl](x, kernel)` in
+    `dtype`, casting the input and parameters to it first (as Flax's layers do)."""
     kernel = self.param("kernel", self.kernel_init, (*kernel_hw, x.shape[-1], self.features),
-                        jnp.float32)
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = _compute(self.impl, fns, x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    if bias is not None:
+      y = y + bias
     return y
 
 
