@@ -213,8 +213,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # processes, at the same step on every process (shared/preemption.py).
     with preemption.PreemptionGuard(job_wide=jax.process_count() > 1) as guard:
       stores = task.load_data(config)   # before anything is written: its errors leave no trace
-      total_steps = (data.steps_per_epoch(len(stores[0]), config.train.batch_size)
-                     * config.train.num_epochs)
+      steps_in_epoch = data.steps_per_epoch(len(stores[0]), config.train.batch_size)
+      total_steps = steps_in_epoch * config.train.num_epochs
       guard.stop_if_requested("while loading data; nothing was written. Re-run the same "
                               "command to start")
       ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep,
@@ -223,7 +223,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writer = metric_writer.MetricWriter(workdir)
       failed = True
       try:
-        result = _run(config, workdir, task, stores, ckpt, writer, guard)
+        result = _run(config, workdir, task, stores, steps_in_epoch, ckpt, writer, guard)
         failed = False
         return result
       finally:
@@ -239,14 +239,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     lock.release()
 
 
-def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer,
-         writer: metric_writer.MetricWriter, guard: preemption.PreemptionGuard) -> dict:
+def _run(config, workdir: str, task: Task, stores, steps_in_epoch: int,
+         ckpt: checkpoint.Checkpointer, writer: metric_writer.MetricWriter,
+         guard: preemption.PreemptionGuard) -> dict:
   mesh = sharding.make_mesh()
   process_index, process_count = jax.process_index(), jax.process_count()
 
   train_store, eval_store = stores
   batch_size = config.train.batch_size
-  steps_in_epoch = data.steps_per_epoch(len(train_store), batch_size)
   total_steps = steps_in_epoch * config.train.num_epochs
   tx, schedule = optim.make_optimizer(config.optimizer, steps_in_epoch, total_steps)
   logging.info("train %d examples (%s), eval %d; %d steps/epoch, %d steps; %d device(s)",
@@ -302,8 +302,15 @@ def _run(config, workdir: str, task: Task, stores, ckpt: checkpoint.Checkpointer
   final_metrics = None
   step_cost = dict.fromkeys(profiling.COST_KEYS)
   if config.mode == "train" and step < total_steps:
+    logging.info("compiling the train step")
     train_step, step_cost = compile_train_step(task, tx, schedule, config.seed, mesh, state,
                                                example)
+    # A signal while it compiled (a minute on a TPU pod) ends the run here, with no step trained.
+    last = ckpt.latest_step()
+    guard.stop_if_requested(
+        "while the train step compiled; no step was trained" + (
+            f" (checkpoint step {last} is unchanged)" if last is not None else "")
+        + ". Re-run the same command to resume")
     logging.info("train step compiled (%.1fs since start): %s", time.time() - clock.start,
                  profiling.describe_cost(step_cost))
     trace = profiling.StepTrace(os.path.join(workdir, "profile"), config.train.profile_steps)

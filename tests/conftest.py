@@ -4,7 +4,10 @@ The project's packages are imported from the install (`pip install -r requiremen
 with `-e .`); without it, `python -m pytest` from the repo root finds them there too.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 from ml_collections.config_flags import config_path
@@ -14,6 +17,14 @@ from shared.process import xla_flags
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 xla_flags.apply_defaults()   # as launch.py does: tests and subprocesses run the users' XLA flags
+
+# One XLA compilation cache for the session, inherited by every process a test starts: the
+# same tiny train step is compiled by many runs (a kill-and-resume chain, every host of a
+# multi-process job), and compiling dominates their time. A cache hit is the same executable,
+# so results are unchanged; the cache starts empty in every session and is removed at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jax_compilation_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 def run_fast(f, *args):
   """Runs `f` jitted at XLA optimisation level 0: tests that check shapes and values would

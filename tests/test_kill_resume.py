@@ -39,9 +39,9 @@ def _run(workdir, tfds_dir):
   return proc
 
 
-def _start_and_signal(workdir, tfds_dir, marker, signum):
+def _start_and_signal(workdir, tfds_dir, marker, signum, **env):
   """Starts the run, waits for a log line containing `marker`, sends `signum`."""
-  proc = subprocess.Popen(_cmd(workdir), cwd=REPO_ROOT, env=_env(tfds_dir),
+  proc = subprocess.Popen(_cmd(workdir), cwd=REPO_ROOT, env={**_env(tfds_dir), **env},
                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   seen = []
   for line in proc.stderr:
@@ -81,9 +81,10 @@ def _assert_identical(reference, workdir):
 
 def test_killed_and_preempted_repeatedly_then_matches_uninterrupted(reference, tmp_path,
                                                                     tfds_dir):
-  """One workdir, interrupted four times, each restart the same command:
+  """One workdir, interrupted five times, each restart the same command:
   SIGKILL mid-epoch after a logged step, SIGKILL right after an asynchronous checkpoint write
-  starts, SIGTERM (must commit the current step and say how to resume), SIGKILL mid-evaluation.
+  starts, SIGTERM (must commit the current step and say how to resume), SIGINT while the train
+  step compiles (must stop before training a step), SIGKILL mid-evaluation.
   """
   workdir = str(tmp_path / "run")
   # (Saves are asynchronous: a kill may land before step 4's checkpoint is committed, in which
@@ -100,6 +101,16 @@ def test_killed_and_preempted_repeatedly_then_matches_uninterrupted(reference, t
   stopped_at = int(line.split(" at step ")[1].split("/")[0])
   assert stopped_at >= 10 and "Re-run the same command to resume" in line
   assert checkpoint.Checkpointer(workdir, 3).latest_step() == stopped_at   # the current step
+
+  # Ctrl-C while the resumed run compiles its train step: no step trained, nothing new saved.
+  # (With the session's compilation cache off: the step really compiles, for seconds.)
+  code, log = _start_and_signal(workdir, tfds_dir, "compiling the train step", signal.SIGINT,
+                                JAX_ENABLE_COMPILATION_CACHE="false")
+  assert code == 128 + signal.SIGINT, log[-3000:]
+  assert (f"received SIGINT while the train step compiled; no step was trained (checkpoint "
+          f"step {stopped_at} is unchanged)") in log
+  assert "Traceback" not in log
+  assert checkpoint.Checkpointer(workdir, 3).latest_step() == stopped_at
 
   code, log = _start_and_signal(workdir, tfds_dir, "evaluating at step 16", signal.SIGKILL)
   assert code == -signal.SIGKILL

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared import layers
+from tests.conftest import run_fast
 
 CONV_CASES = [  # (H, W, C, features, kernel, stride, padding)
     (28, 28, 1, 8, 4, 2, "SAME"),
@@ -28,35 +29,39 @@ TRANSPOSE_CASES = [  # (H, W, C, features, kernel, stride)
 
 
 def _random_params(params, seed=3):
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: rng.standard_normal(l.shape, np.float32), params)
+
+
+def _normal(shape):
+  return np.random.default_rng(1).standard_normal(shape, np.float32)
 
 
 def _check_same_as_flax(ours, flax_layer, x):
   key = jax.random.key(0)
-  p_flax, p_ours = flax_layer.init(key, x), ours.init(key, x)
+  p_flax, p_ours = run_fast(flax_layer.init, key, x), run_fast(ours.init, key, x)
   # Same names, shapes and initial values: checkpoints do not depend on the implementation.
   assert jax.tree.structure(p_flax) == jax.tree.structure(p_ours)
   for a, b in zip(jax.tree.leaves(p_flax), jax.tree.leaves(p_ours)):
     np.testing.assert_array_equal(a, b)
   params = _random_params(p_flax)
-  y_flax, y_ours = flax_layer.apply(params, x), ours.apply(params, x)
+
+  def output_and_grads(layer):   # one compiled program per layer: the output and both grads
+    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
+    return lambda p, x: (layer.apply(p, x), jax.grad(loss, argnums=(0, 1))(p, x))
+  y_flax, g_flax = run_fast(output_and_grads(flax_layer), params, x)
+  y_ours, g_ours = run_fast(output_and_grads(ours), params, x)
   assert y_flax.shape == y_ours.shape
-  scale = float(jnp.max(jnp.abs(y_flax)))
-  np.testing.assert_allclose(y_ours, y_flax, atol=1e-5 * scale)
-  loss = lambda layer: lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
-  g_flax = jax.grad(loss(flax_layer), argnums=(0, 1))(params, x)
-  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  np.testing.assert_allclose(y_ours, y_flax, atol=1e-5 * np.max(np.abs(y_flax)))
   for a, b in zip(jax.tree.leaves(g_flax), jax.tree.leaves(g_ours)):
-    np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    np.testing.assert_allclose(b, a, atol=1e-5 * np.max(np.abs(a)))
 
 
 @pytest.mark.parametrize("impl", ["phase", "im2col", "xla"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_matches_flax(case, impl):
   h, w, c, f, k, s, pad = case
-  x = jax.random.normal(jax.random.key(1), (2, h, w, c))
+  x = _normal((2, h, w, c))
   _check_same_as_flax(layers.Conv(f, (k, k), strides=s, padding=pad, impl=impl),
                       nn.Conv(f, (k, k), strides=(s, s), padding=pad), x)
 
@@ -65,7 +70,7 @@ def test_conv_matches_flax(case, impl):
 @pytest.mark.parametrize("case", TRANSPOSE_CASES)
 def test_conv_transpose_matches_flax(case, impl):
   h, w, c, f, k, s = case
-  x = jax.random.normal(jax.random.key(1), (2, h, w, c))
+  x = _normal((2, h, w, c))
   _check_same_as_flax(layers.ConvTranspose(f, (k, k), strides=s, impl=impl),
                       nn.ConvTranspose(f, (k, k), strides=(s, s), padding="SAME"), x)
 
