@@ -34,6 +34,7 @@ import jax
 from ml_collections import config_flags
 
 from shared.process import cli_errors
+from shared.process import library_noise
 from shared import errors
 from shared import sharding
 from shared import train
@@ -48,13 +49,6 @@ flags.DEFINE_enum("allocator", "auto", allocator.MODES,
                   "auto: restart under tcmalloc when it is installed (faster CPU steps, see "
                   "shared/process/allocator.py); tcmalloc: require it; system: glibc malloc.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _quiet_library_info(record) -> bool:
-  """Drops orbax's and jax's own INFO chatter so progress lines stay readable."""
-  noisy = ("/orbax/", "/jax/_src/")
-  return record.levelno > logging.converter.STANDARD_INFO or not any(
-      n in record.pathname for n in noisy)
 
 
 def _parse_flags(argv):
@@ -78,7 +72,7 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_quiet_library_info)
+  library_noise.install(logging.get_absl_handler())   # shared/process/library_noise.py
   logging.info("allocator: %s", allocator.describe())
   xla_flags.apply_defaults()   # before JAX's first computation creates the CPU backend
   try:

@@ -16,6 +16,7 @@ killed mid-write leaves no half checkpoint under a step name, and old steps are 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -238,10 +239,16 @@ class Checkpointer:
     self._in_flight = None
 
   def _write_error(self, step, e: BaseException) -> WorkdirError:
+    """The one-line error for a failed save; the failed step's partial folder is removed (on
+    a full disk it holds the space a rerun needs; the committed steps are untouched)."""
     cause = errors.root_cause(e)
     what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    if step is not None and jax.process_index() == 0:
+      for partial in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+        shutil.rmtree(partial, ignore_errors=True)
+    text = " ".join(str(cause).split())   # one line: tensorstore's messages span several
     return WorkdirError(f"could not write {what} to {self.directory}: "
-                        f"{type(cause).__name__}: {cause} (is the disk full or read-only?)")
+                        f"{type(cause).__name__}: {text} (is the disk full or read-only?)")
 
   def close(self) -> None:
     """Waits for saves in flight to commit, then releases orbax's threads."""
@@ -254,4 +261,4 @@ class Checkpointer:
 
 def _describe(e: BaseException) -> str:
   cause = errors.root_cause(e)
-  return f"{type(cause).__name__}: {str(cause)[:200]}"
+  return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"

@@ -65,6 +65,14 @@ def test_config_mistakes_are_named_before_compiling(tfds_dir, tmp_path, field, v
   assert not os.path.exists(tmp_path / "checkpoints")   # nothing was trained or written
 
 
+# tests/conftest.py's tiny_unet_config as launch.py flags.
+TINY_UNET_ARGS = ["--config=configs/unet.py:mp_tr_bce", "--config.data.image_size=32",
+                  "--config.data.limit_train=32", "--config.data.limit_eval=40",
+                  "--config.model.depth=2", "--config.model.base_features=4",
+                  "--config.train.batch_size=8", "--config.train.num_epochs=2",
+                  "--config.train.checkpoint_every_steps=4", "--config.data.download=false"]
+
+
 def _launch(args, env_extra=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
   return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO_ROOT, env=env,
@@ -275,15 +283,22 @@ def test_unwritable_workdir_is_a_clear_error(tfds_dir, tmp_path):
     train.train_and_evaluate(tiny_unet_config(tfds_dir), str(blocker / "run"))
 
 
-def test_full_disk_is_a_clear_error(tfds_dir, tmp_path):
+def test_full_disk_is_one_clear_line_and_leaves_no_partial_checkpoint(tfds_dir, tmp_path):
+  """A real process on a 48 KB filesystem: the first checkpoint cannot be written."""
   mount = tmp_path / "small_disk"
   mount.mkdir()
   if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
                     capture_output=True).returncode:
     pytest.skip("cannot mount a small tmpfs here (needs root)")
   try:
-    with pytest.raises(errors.WorkdirError, match=r"(No space left on device|disk full)"):
-      train.train_and_evaluate(tiny_unet_config(tfds_dir), str(mount / "run"))
+    proc = _launch([f"--workdir={mount / 'run'}", *TINY_UNET_ARGS], {"TFDS_DATA_DIR": tfds_dir})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not write checkpoint step 4 to "), proc.stderr[-5000:]
+    assert "No space left on device" in last and "(is the disk full or read-only?)" in last
+    # orbax's own error lines stay, their tracebacks and the event-loop noise do not.
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+    assert not os.listdir(mount / "run" / "checkpoints")   # the partial step 4 was removed
   finally:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -359,3 +374,28 @@ def test_a_truncated_shard_is_named_and_skipping_says_the_files_are_damaged(tfds
                      match=rf"none of the 5 examples could be decoded, so the files are damaged, "
                            rf"not single examples \({shard}\); prepare the dataset again"):
     data.ExampleStore(source, lambda ex: ex, name="oxford_iiit_pet/test", limit=5, skip_bad=True)
+
+
+def test_library_noise_keeps_our_errors_and_other_tracebacks():
+  import logging  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from shared.process import library_noise  # pylint: disable=g-import-not-at-top
+
+  def record(name, path, level, msg, exc=True):
+    info = (ValueError, ValueError("x"), None) if exc else None
+    return logging.LogRecord(name, level, path, 1, msg, None, info)
+  orbax_error = record("absl", "/x/orbax/checkpoint/future.py", logging.ERROR, "write failed")
+  assert library_noise.library_log_filter(orbax_error) and orbax_error.exc_info is None
+  ours = record("absl", "/repo/shared/train.py", logging.ERROR, "ours")
+  assert library_noise.library_log_filter(ours) and ours.exc_info is not None
+  assert not library_noise.library_log_filter(
+      record("absl", "/x/jax/_src/dispatch.py", logging.INFO, "chatter", exc=False))
+  assert not library_noise.library_log_filter(record(
+      "asyncio", "/x/asyncio/base_events.py", logging.ERROR,
+      "_GatheringFuture exception was never retrieved\nfuture: <...>"))
+  assert library_noise.library_log_filter(record(
+      "asyncio", "/x/asyncio/base_events.py", logging.ERROR, "Unclosed client session"))
+  closed = types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+  other = types.SimpleNamespace(exc_value=RuntimeError("something else"))
+  assert library_noise.is_closed_event_loop(closed)
+  assert not library_noise.is_closed_event_loop(other)
