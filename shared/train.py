@@ -182,14 +182,32 @@ def _check_finite(window: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer)
           f"(--config.optimizer.grad_clip_norm=1.0) or a longer warmup")
 
 
-def _load_config_guard(config, workdir: str, has_checkpoint: bool) -> None:
-  """Refuses to resume a workdir trained with another config; records the config otherwise."""
+def _load_config_guard(config, workdir: str, has_checkpoint: bool) -> bool:
+  """Refuses to resume a workdir trained with another config; records the config otherwise.
+  Returns whether the workdir's config.json was this config already."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
-  if has_checkpoint and os.path.exists(path):
-    validate.check_resume(files.read_json(path), current, workdir)
-  if config.mode == "train":
+  saved = files.read_json(path) if os.path.exists(path) else None
+  if has_checkpoint and saved is not None:
+    validate.check_resume(saved, current, workdir)
+  if config.mode == "train" and saved != current:
     _write_json(path, current)
+  return saved == current
+
+
+def _finished_result(config, workdir: str, latest_step: int | None, total_steps: int):
+  """The eval.json of a finished run (its final step committed, eval.json written for it), or
+  None. Training the same config again changes nothing, so nothing is written: no second eval
+  line in metrics.jsonl, no new eval.json (`--config.mode=eval` re-evaluates on purpose)."""
+  path = os.path.join(workdir, "eval.json")
+  if config.mode != "train" or latest_step != total_steps or not os.path.exists(path):
+    return None
+  result = files.read_json(path)   # a garbled one is named, not overwritten
+  if not isinstance(result, dict) or result.get("step") != total_steps:
+    return None
+  logging.info("%s is finished (step %d, %s); nothing to do. --config.mode=eval evaluates "
+               "it again", workdir, total_steps, path)
+  return result
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -220,14 +238,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ckpt = checkpoint.Checkpointer(workdir, config.train.max_to_keep,
                                      save_every_steps=config.train.checkpoint_every_steps,
                                      final_step=total_steps)
-      writer = metric_writer.MetricWriter(workdir)
-      failed = True
+      writer, failed = None, True
       try:
-        result = _run(config, workdir, task, stores, steps_in_epoch, ckpt, writer, guard)
+        same_config = _load_config_guard(config, workdir, ckpt.latest_step() is not None)
+        result = (_finished_result(config, workdir, ckpt.latest_step(), total_steps)
+                  if same_config else None)
+        if result is None:
+          writer = metric_writer.MetricWriter(workdir)
+          result = _run(config, workdir, task, stores, steps_in_epoch, ckpt, writer, guard)
         failed = False
         return result
       finally:
-        writer.close()   # also on errors: no open files left in the workdir
+        if writer is not None:
+          writer.close()   # also on errors: no open files left in the workdir
         profiling.stop_active_trace()   # a run that ended inside its traced steps
         # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
         try:
@@ -253,7 +276,6 @@ def _run(config, workdir: str, task: Task, stores, steps_in_epoch: int,
                len(train_store), "cached" if train_store.cached else "decoded per batch",
                len(eval_store), steps_in_epoch, total_steps, jax.device_count())
 
-  _load_config_guard(config, workdir, ckpt.latest_step() is not None)
   if config.mode == "eval" and ckpt.latest_step() is None:
     raise errors.CheckpointNotFoundError(f"--config.mode=eval needs a checkpoint in {ckpt.directory}; none found")
 

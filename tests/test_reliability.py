@@ -1,6 +1,7 @@
 """Faults a real run meets: config mistakes, resume with another config, NaN loss, bad data,
 damaged checkpoints, unwritable or full workdir. (Kills and preemption: test_kill_resume.py.)"""
 
+import glob
 import json
 import os
 import shutil
@@ -116,6 +117,23 @@ def finished(tmp_path_factory, tfds_dir):
   workdir = str(tmp_path_factory.mktemp("finished"))
   config = tiny_unet_config(tfds_dir)
   return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_the_same_command_again_on_a_finished_run_writes_nothing(finished, tmp_path):
+  config, workdir, result = finished
+  run = str(tmp_path / "run")
+  shutil.copytree(workdir, run)
+  files = lambda: {p: (os.path.getmtime(p), os.path.getsize(p))
+                   for p in glob.glob(os.path.join(run, "**"), recursive=True)
+                   if os.path.isfile(p)}
+  before = files()
+  assert train.train_and_evaluate(config, run) == result
+  assert files() == before   # no second eval line, no new eval.json or TensorBoard file
+  # One more epoch is not finished: it trains on from the final checkpoint.
+  more = config.copy_and_resolve_references()
+  more.train.num_epochs += 1
+  more.allow_config_change = True
+  assert train.train_and_evaluate(more, run)["step"] == result["step"] * 3 // 2
 
 
 def test_resume_with_different_config_is_refused_with_fields_listed(finished, tmp_path):
