@@ -84,13 +84,24 @@ def newest_committed_step(workdir: str) -> int:
   return max(steps, default=0)
 
 
+def _key_name(key) -> str:
+  """A jax key path entry as orbax names it in a checkpoint: dict key, sequence index or
+  namedtuple field, as a string."""
+  for attr in ("key", "idx", "name"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
 def shape_differences(saved_metadata, template) -> list[str]:
   """`path: saved shape -> this config's shape` for every array that differs (or exists on one
-  side only)."""
-  def by_path(tree):   # orbax's own serialised form: namedtuples and tuples as it saves them
-    flat = ocp.tree.to_flat_dict(tree)
-    return {"/".join(map(str, k)): tuple(getattr(v, "shape", ())) for k, v in flat.items()}
-  saved, wanted = by_path(saved_metadata), by_path(ocp.tree.serialize_tree(template))
+  side only). Paths are built from jax's key paths, which name namedtuple fields and indices
+  as orbax's metadata does, and skip leafless entries (optax's EmptyState) as orbax does."""
+  shape = lambda v: tuple(getattr(v, "shape", ()))
+  saved = {"/".join(map(str, k)): shape(v)
+           for k, v in ocp.tree.to_flat_dict(saved_metadata).items()}
+  wanted = {"/".join(map(_key_name, path)): shape(v)
+            for path, v in jax.tree_util.tree_flatten_with_path(template)[0]}
   return [f"{k}: {saved.get(k, 'absent')} -> {wanted.get(k, 'absent')}"
           for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
 
