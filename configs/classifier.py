@@ -43,8 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # cnn: widths of the conv blocks; resnet: (stem, stage 1, stage 2, stage 3).
   config.model.features = (32, 64) if mnist else (24, 48, 192, 192)
   # resnet only: `conv` is a trained 3x3 conv; `whiten` a frozen 2x2 patch-whitening stem
-  # computed from the first batch, with identity-initialised stage convs (as in airbench).
-  config.model.stem = "conv"
+  # computed from the first batch, with identity-initialised stage convs (as in airbench):
+  # 1.45x faster steps, so 14 epochs fit where 10 did (0.8904 against 0.8834; docs/cvae.md).
+  config.model.stem = "conv" if mnist else "whiten"
   config.model.hidden = 128           # cnn only: the MLP head
   config.model.dropout_rate = 0.0     # cnn only
   config.model.flip_tta = True        # resnet only: eval averages the image and its mirror
@@ -61,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augment.translate = 0 if mnist else 2   # random shift of up to N pixels (reflect pad)
 
   config.train.batch_size = 128 if mnist else 256
-  config.train.num_epochs = 5 if mnist else 10
+  config.train.num_epochs = 5 if mnist else 14   # CIFAR-10: about 41 minutes alone
   config.train.log_every_steps = 100
   config.train.checkpoint_every_steps = 1000
   config.train.eval_every_epochs = 1 if mnist else 2
@@ -86,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.model.hidden = 64
     else:
       config.model.features = (16, 32, 64, 128)
+      config.model.stem = "conv"   # as measured for this budget
       config.optimizer.warmup_epochs = 0.5
   if mods["epochs"]:
     config.train.num_epochs = mods["epochs"]
