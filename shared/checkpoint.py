@@ -4,9 +4,10 @@ orbax writes each step into a temporary folder and renames it only once complete
 killed mid-write leaves no half checkpoint under a step name, and old steps are deleted
 (`max_to_keep`) only after a newer one is committed. On top of that:
 
-  * every committed step gets a SHA-256 of each of its files (`checkpoints_sha256/STEP.json`,
-    written once the step is committed); restore checks them, so flipped bytes are caught
-    before they reach training;
+  * every committed step has a SHA-256 of each of its files (`checkpoints_sha256/STEP.json`,
+    written when orbax has finished the step's files and before it commits them, so a crash
+    just after a commit leaves no step unchecked); restore checks them, so flipped bytes are
+    caught before they reach training;
   * a step that is damaged (a checksum differs, files are truncated or missing, the folder is
     empty or was never committed) is moved aside to `checkpoints_damaged/`, with a warning
     naming the step and the reason, and the next older step is tried. Only that step moves;
@@ -35,6 +36,9 @@ from shared.errors import ConfigError, WorkdirError
 
 # orbax writes this file into a step folder as part of its commit.
 _COMMIT_MARKER = "_CHECKPOINT_METADATA"
+# What orbax's commit itself writes after the step's data is final (the commit time into the
+# marker, a success file): not covered by the checksums, which are recorded before it.
+_WRITTEN_AT_COMMIT = (_COMMIT_MARKER, "commit_success.txt")
 
 
 class _Damaged(Exception):
@@ -57,12 +61,14 @@ class _Manager(ocp.CheckpointManager):
     return super().reached_preemption(step)
 
 
-def file_digests(folder: str) -> dict[str, str]:
-  """Relative path -> SHA-256 of every file under `folder`."""
+def file_digests(folder: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
+  """Relative path -> SHA-256 of every file under `folder` but those at relative paths `skip`."""
   out = {}
   for root, _, names in os.walk(folder):
     for name in names:
       path = os.path.join(root, name)
+      if os.path.relpath(path, folder) in skip:
+        continue
       digest = hashlib.sha256()
       with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -123,6 +129,7 @@ class Checkpointer:
       policies.append(save_decision_policy.SpecificStepsPolicy((final_step,)))
     self._save_policy = save_decision_policy.AnySavePolicy(policies)
     self._in_flight: int | None = None    # the step of the save still being written, if any
+    self._saving: int | None = None       # the step of the newest save started
     # Step folders orbax never committed (an empty or half-created folder) confuse its
     # manager about every other step: move them aside before it looks.
     if os.path.isdir(self.directory):
@@ -138,8 +145,9 @@ class Checkpointer:
     ocp.multihost.sync_global_processes("shared.checkpoint.new_manager")
     return _Manager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
-                                             save_decision_policy=self._save_policy))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=self._max_to_keep, create=True, save_decision_policy=self._save_policy,
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._record_before_commit)))
 
   def should_save(self, step: int) -> bool:
     """orbax's decision: every `save_every_steps`, the final step, never a step already saved."""
@@ -172,6 +180,8 @@ class Checkpointer:
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
           raise _Damaged(_describe(e)) from e
       except _Damaged as e:
+        # Every process reads the step before process 0 moves it: one verdict, one reason.
+        ocp.multihost.sync_global_processes("shared.checkpoint.damaged")
         self._move_aside(step, str(e))
         self._manager.close()
         self._manager = self._new_manager()   # a fresh view: the old one cached that step
@@ -196,8 +206,20 @@ class Checkpointer:
       if actual[name] != digest:
         raise _Damaged(f"file {name} differs from its SHA-256 recorded at save time")
 
+  def _record_before_commit(self) -> None:
+    """orbax's post-finalization callback, on process 0 once every process's part of the step
+    is written and before the step is committed (renamed into place): records its checksums."""
+    step = self._saving
+    folders = glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
+    if step is None or len(folders) != 1:   # not the rename-based commit: _record_digests
+      return
+    os.makedirs(self.digest_directory, exist_ok=True)
+    files.write_json(os.path.join(self.digest_directory, f"{step}.json"),
+                     file_digests(folders[0], skip=_WRITTEN_AT_COMMIT))
+
   def _record_digests(self) -> None:
-    """Checksums for committed steps that lack them; drops those of deleted steps."""
+    """Checksums for committed steps that lack them (a commit _record_before_commit did not
+    see); drops those of deleted steps."""
     if jax.process_index() != 0:
       return
     steps = set(self._manager.all_steps())
@@ -209,7 +231,8 @@ class Checkpointer:
     for step in steps:
       path = os.path.join(self.digest_directory, f"{step}.json")
       if not os.path.exists(path):
-        files.write_json(path, file_digests(os.path.join(self.directory, str(step))))
+        files.write_json(path, file_digests(os.path.join(self.directory, str(step)),
+                                            skip=_WRITTEN_AT_COMMIT))
 
   def _move_aside(self, step: int, reason: str) -> None:
     stamp = int(time.time())
@@ -232,6 +255,7 @@ class Checkpointer:
     # guarantees that every requested step (e.g. the preemption step) is written. Its errors
     # (a full disk) are reported as its own step's.
     self.wait()
+    self._saving = step
     try:
       saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception as e:

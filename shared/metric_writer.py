@@ -10,6 +10,8 @@ from typing import Mapping
 from absl import logging
 import jax
 
+from shared import errors
+
 
 class MetricWriter:
   """Only process 0 writes, so a multi-host run produces one file, not one per host."""
@@ -28,16 +30,27 @@ class MetricWriter:
       return
     record = {"kind": kind, "step": int(step), "time": time.time(),
               **{k: float(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-    for k, v in metrics.items():
-      self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
-    self._tb.flush()
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      for k, v in metrics.items():
+        self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+      self._tb.flush()
+    except OSError as e:
+      raise _write_error(self.path, e) from e
 
   def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+    tb, self._tb = self._tb, None
+    if tb is not None:
+      try:
+        tb.close()
+      except OSError as e:
+        raise _write_error(os.path.join(os.path.dirname(self.path), "tensorboard"), e) from e
+
+
+def _write_error(path: str, e: OSError) -> errors.WorkdirError:
+  return errors.WorkdirError(f"could not write metrics to {path}: {e.strerror or e} (is the "
+                             f"disk full or read-only?)")
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -250,7 +250,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return result
       finally:
         if writer is not None:
-          writer.close()   # also on errors: no open files left in the workdir
+          try:
+            writer.close()   # also on errors: no open files left in the workdir
+          except errors.WorkdirError:
+            if not failed:
+              raise
         profiling.stop_active_trace()   # a run that ended inside its traced steps
         # Commit saves still in flight (e.g. the last good step before a NaN or a preemption).
         try:
@@ -382,11 +386,18 @@ def _run(config, workdir: str, task: Task, stores, steps_in_epoch: int,
                      total_steps, -(-step // steps_in_epoch), config.train.num_epochs,
                      means["loss"], ips, _fmt_eta(eta))
         fetched = []
+      saved = False
       if is_eval:
+        if step == total_steps:
+          # Committed before the final eval starts: a host lost during that eval (or a
+          # preemption notice a multi-process job cannot act on inside an eval) costs the eval
+          # alone; the rerun only evaluates.
+          save()
+          ckpt.wait()
+          saved = True
         final_metrics = run_eval()
         preempt = preempt or guard.requested     # a signal during the eval counts now
-        is_save = is_save or preempt
-      if is_save:
+      if (is_save or preempt) and not saved:
         save()
       if preempt:
         ckpt.wait()

@@ -1,7 +1,7 @@
 """Several hosts of one JAX job, simulated with real processes (tools/local_hosts.py): the same
 tiny run on 2 processes x 2 devices and on 1 process x 4 devices, a preemption (SIGTERM to each
-process at a different moment), a lost process (SIGKILL), and checkpoints moved between the two
-topologies.
+process at a different moment), a lost process (SIGKILL of process 1, then of process 0, the
+coordinator), a damaged checkpoint, and checkpoints moved between the two topologies.
 
 Why tolerances between topologies: a sum over the 4 devices (the loss, the gradients, the
 BatchNorm statistics, the eval sums) adds them in device order 0, 1, 2, 3 inside one process
@@ -267,16 +267,37 @@ def test_two_processes_train_like_one_and_each_reads_only_its_share(two_processe
   for name in os.listdir(os.path.join(workdir2, "checkpoints_sha256")):
     with open(os.path.join(workdir2, "checkpoints_sha256", name)) as f:
       assert json.load(f) == checkpoint.file_digests(
-          os.path.join(workdir2, "checkpoints", name.removesuffix(".json")))
+          os.path.join(workdir2, "checkpoints", name.removesuffix(".json")),
+          skip=("_CHECKPOINT_METADATA", "commit_success.txt"))
   assert sorted(os.listdir(os.path.join(workdir2, "checkpoints"))) == ["12", "16", "8"]
   wrote = [l for l in log.splitlines() if "] wrote " in l]
   assert len(wrote) == 1 and wrote[0].startswith("[p0]") and "eval.json" in wrote[0]
 
 
+def _flip_bytes(folder):
+  """Flips 4 KB in the middle of the biggest file of a checkpoint, its size unchanged."""
+  victim = max((os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs),
+               key=os.path.getsize)
+  with open(victim, "r+b") as f:
+    f.seek(os.path.getsize(victim) // 2)
+    chunk = f.read(4096)
+    f.seek(-len(chunk), os.SEEK_CUR)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _kill_and_time(run, index):
+  """SIGKILL to process `index`; (exit code, log, seconds until the launcher ended)."""
+  os.kill(run.pids[index], signal.SIGKILL)
+  killed_at = time.time()
+  code, log = run.finish()
+  return code, log, time.time() - killed_at
+
+
 def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_processes,
                                                                           tmp_path, tfds_dir):
-  """One workdir, three 2-process runs: SIGTERM to process 1 then to process 0; SIGKILL of
-  process 1; a rerun to the end, bit-identical to the uninterrupted 2-process run."""
+  """One workdir, four 2-process runs: SIGTERM to process 1 then to process 0; SIGKILL of
+  process 1; SIGKILL of process 0 (the coordinator); then, with the newest checkpoint's bytes
+  flipped, a rerun to the end, bit-identical to the uninterrupted 2-process run."""
   workdir = str(tmp_path / "run")
   run = Run(workdir, tfds_dir, 2)
   try:
@@ -309,10 +330,7 @@ def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_pr
     run.wait_for(rf"^\[p0\] .*resumed from .* at step {stopped}$")
     run.wait_for(rf"^\[p0\] .*saving checkpoint at step {next_save}$")
     run.wait_for(rf"^\[p1\] .*step {next_save + 2}/16")
-    os.kill(run.pids[1], signal.SIGKILL)
-    killed_at = time.time()
-    code, log = run.finish()
-    took = time.time() - killed_at
+    code, log, took = _kill_and_time(run, 1)
   finally:
     run.kill()
   assert code == 128 + signal.SIGKILL, log[-4000:]
@@ -321,15 +339,40 @@ def test_preempted_then_lost_a_process_then_resumed_matches_uninterrupted(two_pr
                    rf"reports process\(es\) 1 stopped sending heartbeats", log), log[-4000:]
   assert "still running" not in log              # it ended by itself, not by the launcher
   assert took < HEARTBEAT_S + 40, took
-  print(f"SIGTERM: every process stopped at step {stopped}; after the SIGKILL of process 1, "
-        f"process 0 ended {took:.1f}s later")
-
-  # The rerun resumes from the newest committed step and ends where the uninterrupted run did.
   committed = checkpoint.newest_committed_step(workdir)
-  assert committed >= stopped
+  assert committed >= next_save
+
+  # Process 0 dies: it runs JAX's coordination service, so process 1 loses it at once.
+  run = Run(workdir, tfds_dir, 2)
+  try:
+    run.wait_for(rf"^\[p1\] .*resumed from .* at step {committed}$")
+    code0, log0, took0 = _kill_and_time(run, 0)
+  finally:
+    run.kill()
+  assert code0 == 128 + signal.SIGKILL, log0[-4000:]
+  # (JAX's abort of the survivor ends in SIGABRT, sometimes in a SIGSEGV on its way out.)
+  assert re.search(rf"local_hosts: process 1 \(PID {run.pids[1]}\) was killed by SIG(ABRT|SEGV): "
+                   rf"JAX reports process\(es\) 0 \(the coordinator\) stopped answering", log0), (
+                       log0[-4000:])
+  assert "still running" not in log0 and took0 < HEARTBEAT_S + 40, took0
+  assert checkpoint.newest_committed_step(workdir) == committed
+  print(f"SIGTERM: every process stopped at step {stopped}; after a SIGKILL, process 0 ended "
+        f"{took:.1f}s later (process 1 killed), process 1 {took0:.1f}s later (process 0 killed)")
+
+  # The newest checkpoint is damaged: both processes find it, process 0 alone moves it aside,
+  # both resume from the next older one, and the run still ends where the uninterrupted did.
+  _flip_bytes(os.path.join(workdir, "checkpoints", str(committed)))
+  older = max(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()
+              and int(n) < committed)
   log = _run(workdir, tfds_dir, 2)
-  assert re.search(rf"^\[p1\] .*resumed from .* at step {committed}$", log, re.M)
-  _assert_identical(workdir, two_processes[0], from_step=committed)
+  for i in (0, 1):
+    assert re.search(rf"^\[p{i}\] .*checkpoint step {committed} in .* is damaged \(file \S+ "
+                     rf"differs from its SHA-256", log, re.M), [
+                         l for l in log.splitlines() if "damaged" in l]
+    assert re.search(rf"^\[p{i}\] .*resumed from .* at step {older}$", log, re.M)
+  moved = os.listdir(os.path.join(workdir, "checkpoints_damaged"))
+  assert len(moved) == 1 and moved[0].startswith(f"{committed}-")
+  _assert_identical(workdir, two_processes[0], from_step=older)
 
 
 def test_checkpoints_move_between_topologies(two_processes, one_process, tmp_path, tfds_dir):
@@ -488,3 +531,21 @@ def test_processes_do_not_outlive_a_killed_launcher(tmp_path):
   while any(_alive(int(p)) for p in pids) and time.time() < deadline:
     time.sleep(0.1)
   assert not any(_alive(int(p)) for p in pids)
+
+
+def test_the_launcher_reads_which_process_jax_lost():
+  from tools import local_hosts  # pylint: disable=g-import-not-at-top
+  heartbeat = ["E1204 coordination_service.cc:123] Task 1 heartbeat timeout. This indicates ..."]
+  listing = ["The following tasks are unhealthy (stopped sending heartbeats):", "2, 3", "more"]
+  coordinator = ["F1204 client.h:80] Terminating process ... absl::Status: UNAVAILABLE: Failed to "
+                 "send RPC to coordination service. Either the leader task was preempted/died/"
+                 "restarted unexpectedly or this task is experiencing network issues."]
+  assert local_hosts.lost_tasks(heartbeat) == {1: "stopped sending heartbeats"}
+  assert local_hosts.lost_tasks(listing) == {2: "stopped sending heartbeats",
+                                             3: "stopped sending heartbeats"}
+  assert local_hosts.lost_tasks(coordinator) == {0: "(the coordinator) stopped answering"}
+  assert local_hosts.lost_tasks(["Task 1 finished", "all fine"]) == {}
+  assert local_hosts.describe_lost(local_hosts.lost_tasks(listing + coordinator)) == (
+      ": JAX reports process(es) 0 (the coordinator) stopped answering; process(es) 2, 3 "
+      "stopped sending heartbeats")
+  assert local_hosts.describe_lost({}) == ""

@@ -318,6 +318,29 @@ def test_every_optimizers_state_restores_without_a_false_shape_mismatch(tmp_path
         {"params": wider, "opt_state": tx.init(wider), "step": jnp.array(5)})
 
 
+def test_a_step_has_its_checksums_when_orbax_commits_it(tmp_path, caplog):
+  """Recorded before the commit (orbax's post-finalization callback), not at our next save or
+  exit: a run killed right after a commit leaves the newest step checked, and a flip in it is
+  caught."""
+  state = {"params": {"kernel": jnp.arange(4096, dtype=jnp.float32)}, "step": jnp.array(3)}
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 3)
+  ckpt.save(3, state)
+  ckpt._manager.wait_until_finished()   # pylint: disable=protected-access  # orbax's, not ours
+  folder = os.path.join(tmp_path, "checkpoints", "3")
+  with open(os.path.join(tmp_path, "checkpoints_sha256", "3.json")) as f:
+    recorded = json.load(f)
+  everything = checkpoint.file_digests(folder)
+  assert set(everything) - set(recorded) == {"_CHECKPOINT_METADATA", "commit_success.txt"}
+  assert all(everything[name] == digest for name, digest in recorded.items())
+  ckpt.close()
+  victim = _biggest_file(folder)
+  with open(victim, "r+b") as f:
+    f.seek(os.path.getsize(victim) // 2)
+    f.write(b"\xff" * 64)
+  assert checkpoint.Checkpointer(str(tmp_path), 3).restore_latest(state) is None
+  assert "checkpoint step 3" in caplog.text and "differs from its SHA-256" in caplog.text
+
+
 # ---------------------------------------------------------------- workdir problems
 
 def test_unwritable_workdir_is_a_clear_error(tfds_dir, tmp_path):
@@ -345,6 +368,16 @@ def test_full_disk_is_one_clear_line_and_leaves_no_partial_checkpoint(tfds_dir, 
     assert not os.listdir(mount / "run" / "checkpoints")   # the partial step 4 was removed
   finally:
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_writing_metrics_is_one_named_error(tmp_path):
+  from shared import metric_writer  # pylint: disable=g-import-not-at-top
+  writer = metric_writer.MetricWriter(str(tmp_path))
+  os.symlink("/dev/full", tmp_path / "metrics.jsonl")    # every write: ENOSPC
+  with pytest.raises(errors.WorkdirError, match=r"could not write metrics to .*metrics\.jsonl: No "
+                                                r"space left on device \(is the disk full"):
+    writer.write("train", 1, {"loss": 1.0})
+  writer.close()
 
 
 def test_bad_lines_in_metrics_jsonl_are_skipped_by_plots_and_reports(tmp_path, caplog):

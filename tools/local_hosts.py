@@ -59,6 +59,12 @@ _DEVICE_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count(=\S*)?"
 _HEARTBEAT_TIMEOUT = re.compile(r"Task (\d+) heartbeat timeout")
 _UNHEALTHY = re.compile(r"unhealthy \(stopped sending heartbeats\)")
 _TASK_IDS = re.compile(r"[\d,\s]+")
+# A survivor whose coordinator is gone says instead "Failed to send RPC to coordination
+# service. Either the leader task was preempted/died/restarted unexpectedly or ...".
+_COORDINATOR_GONE = re.compile(r"leader task was preempted/died")
+COORDINATOR = 0   # jax.distributed runs its coordination service in process 0
+HEARTBEATS_STOPPED = "stopped sending heartbeats"
+COORDINATOR_GONE = "(the coordinator) stopped answering"
 
 
 def free_port() -> int:
@@ -92,16 +98,28 @@ def describe_exit(code: int) -> str:
   return f"exited with code {code}"
 
 
-def lost_tasks(lines) -> set[int]:
-  """The process ids JAX's heartbeat abort names in `lines` (module comment above)."""
-  lost, listing = set(), False
+def lost_tasks(lines) -> dict[int, str]:
+  """{process id: how it was lost} from JAX's abort in `lines` (module comments above)."""
+  lost, listing = {}, False
   for line in lines:
-    lost.update(int(t) for t in _HEARTBEAT_TIMEOUT.findall(line))
+    lost.update((int(t), HEARTBEATS_STOPPED) for t in _HEARTBEAT_TIMEOUT.findall(line))
     if listing and _TASK_IDS.fullmatch(line.strip() or "x"):
-      lost.update(int(t) for t in re.findall(r"\d+", line))
+      lost.update((int(t), HEARTBEATS_STOPPED) for t in re.findall(r"\d+", line))
     listing = bool(_UNHEALTHY.search(line)) or (listing and bool(_TASK_IDS.fullmatch(
         line.strip() or "x")))
+    if _COORDINATOR_GONE.search(line):
+      lost[COORDINATOR] = COORDINATOR_GONE
   return lost
+
+
+def describe_lost(lost: dict[int, str]) -> str:
+  """': JAX reports process(es) 1 stopped sending heartbeats', or '' when nothing was lost."""
+  by_how: dict[str, list[int]] = {}
+  for task, how in sorted(lost.items()):
+    by_how.setdefault(how, []).append(task)
+  return "".join(
+      f"{'; ' if i else ': JAX reports '}process(es) {', '.join(map(str, tasks))} {how}"
+      for i, (how, tasks) in enumerate(by_how.items()))
 
 
 def exit_code(codes: list[int], first_failure: int | None) -> int:
@@ -133,7 +151,7 @@ class Job:
                heartbeat_s: int | None):
     self.count = count
     self._lock = threading.Lock()
-    self.lost_peers: dict[int, set[int]] = {i: set() for i in range(count)}
+    self.lost_peers: dict[int, dict[int, str]] = {i: {} for i in range(count)}
     self.procs, self._threads = [], []
     for i in range(count):
       proc = subprocess.Popen([sys.executable, *argv],
@@ -225,10 +243,8 @@ def run(argv: list[str], count: int, devices: int, port: int = 0,
   job.join_output()
   for i, proc in enumerate(job.procs):
     if codes[i] != 0:
-      lost = sorted(job.lost_peers[i] - {i})
-      why = (f": JAX reports process(es) {', '.join(map(str, lost))} stopped sending "
-             f"heartbeats" if lost else "")
-      say(f"process {i} (PID {proc.pid}) {describe_exit(codes[i])}{why}")
+      lost = {task: how for task, how in job.lost_peers[i].items() if task != i}
+      say(f"process {i} (PID {proc.pid}) {describe_exit(codes[i])}{describe_lost(lost)}")
   code = exit_code(codes, first_failure)
   say("every process exited with code 0" if code == 0 else f"job failed: exit code {code}")
   return code
