@@ -327,10 +327,10 @@ class Classifier(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(h).astype(jnp.float32)
 
 
-def _bn(train: bool, name: str, dtype):
+def _bn(train: bool, name: str, dtype, use_scale: bool = True):
   """Statistics computed and kept in float32 whatever the output `dtype` (Flax's BatchNorm)."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      name=name)
+                      use_scale=use_scale, name=name)
 
 
 def partial_identity_init(key, shape, dtype=jnp.float32):
@@ -380,12 +380,15 @@ class ResNetClassifier(nn.Module):
   conv computed from the batch the model is initialised with (`patch_whitening`; kept in the
   `whitening` collection, so the optimizer never touches it) -> ReLU, and the stage convs start
   as partial identities. With `flip_tta`, eval logits average the image and its mirror (the
-  judge's test-time view).
+  judge's test-time view). Without `bn_scale` the batch norms learn a shift only, as in
+  airbench: a positive scale passes through max-pooling and ReLU into the next conv, which can
+  learn it, while its weight decay would pull the activations toward zero.
   """
   num_classes: int = 10
   features: Sequence[int] = (24, 48, 192, 192)
   stem: str = "conv"
   flip_tta: bool = True
+  bn_scale: bool = True
   conv_impl: str = "auto"
   dtype: Any = jnp.float32      # compute dtype (model.dtype); the logits are float32
 
@@ -393,7 +396,7 @@ class ResNetClassifier(nn.Module):
     kernel_init = partial_identity_init if self.stem == "whiten" else nn.initializers.lecun_normal()
     conv = lambda f, name: layers.Conv(f, (3, 3), use_bias=False, impl=self.conv_impl,
                                        kernel_init=kernel_init, dtype=self.dtype, name=name)
-    bn = lambda name: _bn(train, name, self.dtype)
+    bn = lambda name: _bn(train, name, self.dtype, use_scale=self.bn_scale)
     if self.stem == "whiten":
       # The whitening filters come from float32 patch statistics; only the conv runs in dtype.
       whitening = self.variable("whitening", "stem", patch_whitening, x, self.features[0])
@@ -430,6 +433,7 @@ def classifier_from_config(model_cfg, num_classes: int) -> nn.Module:
     return ResNetClassifier(num_classes=num_classes, features=tuple(model_cfg.features),
                             stem=model_cfg.get("stem", "conv"),
                             flip_tta=model_cfg.get("flip_tta", True),
+                            bn_scale=model_cfg.get("bn_scale", True),
                             conv_impl=model_cfg.get("conv_impl", "auto"),
                             dtype=layers.model_dtype(model_cfg))
   if arch != "cnn":

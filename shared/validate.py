@@ -23,7 +23,8 @@ RESUME_IGNORED = (
 )
 # Fields added after runs were already kept, with the value that stands for what those runs
 # computed: a saved config.json without the field resumes as if it held this value.
-RESUME_DEFAULTS = {"model.dtype": "float32"}
+RESUME_DEFAULTS = {"model.dtype": "float32", "model.stem": "conv", "model.bn_scale": True,
+                   "model.critic_wrong_class": False, "optimizer.bias_lr_scale": 1.0}
 
 
 def _positive_int(value, field: str) -> None:
@@ -69,6 +70,12 @@ def _check_optimizer(opt) -> None:
     raise ConfigError(f"optimizer.name={opt.name!r}; allowed: {OPTIMIZERS}")
   if opt.schedule not in SCHEDULES:
     raise ConfigError(f"optimizer.schedule={opt.schedule!r}; allowed: {SCHEDULES}")
+  scale = opt.get("bias_lr_scale", 1.0)
+  if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not scale > 0:
+    raise ConfigError(f"optimizer.bias_lr_scale={scale!r}: must be a finite positive number")
+  if scale != 1.0 and opt.name != "sgd":
+    raise ConfigError(f"optimizer.bias_lr_scale={opt.bias_lr_scale!r}: only sgd has it "
+                      f"(optimizer.name={opt.name!r}); leave it at 1")
   ranges = {"warmup_epochs": (0, math.inf), "end_lr_fraction": (0, 1),
             "grad_clip_norm": (0, math.inf), "weight_decay": (0, math.inf),
             "momentum": (0, 1)}

@@ -36,6 +36,17 @@ def test_resnet_judge_shapes_params_and_state():
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["batch_stats"])) == bn
 
 
+def test_without_bn_scale_the_batch_norms_only_shift():
+  model = models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8), bn_scale=False)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  params = run_fast(model.init, jax.random.key(1), x)["params"]
+  names = {path[-1].key for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+  assert names == {"kernel", "bias"}
+  # The same count as above less one scale per BN channel.
+  count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  assert count == 27 * 4 + (9 * 4 * 8 + 9 * 64) + 2 * (9 * 64 + 9 * 64) + (4 + 3 * (8 + 8)) + 80
+
+
 def test_patch_whitening_decorrelates_2x2_patches():
   # Colour images with strongly correlated neighbouring pixels and channels.
   rng = np.random.default_rng(0)
@@ -131,6 +142,22 @@ def test_sgd_nesterov_with_l2_one_step_by_hand():
   updates, _ = tx.update(g, state, w)
   g2 = 1.0 + 0.5 * 1.62                              # 1.81; m = 1.81 + 0.9 * 2 = 3.61
   np.testing.assert_allclose(updates, [-0.1 * (g2 + 0.9 * 3.61)], rtol=1e-5)
+
+
+def test_bias_lr_scale_steps_biases_faster_with_less_l2_by_hand():
+  cfg = ml_collections.ConfigDict({
+      "name": "sgd", "learning_rate": 0.1, "schedule": "constant", "warmup_epochs": 0.0,
+      "end_lr_fraction": 0.0, "weight_decay": 0.5, "momentum": 0.0, "nesterov": False,
+      "grad_clip_norm": 0.0, "bias_lr_scale": 64.0})
+  tx, _ = optim.make_optimizer(cfg, 10, 100)
+  params = {"bn": {"bias": jnp.array([2.0]), "scale": jnp.array([2.0])},
+            "conv": {"kernel": jnp.array([2.0])}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # bias: rate 0.1 * 64, L2 0.5 / 64: -6.4 * (1 + 2 / 128); the rest: -0.1 * (1 + 0.5 * 2).
+  np.testing.assert_allclose(updates["bn"]["bias"], [-6.4 * (1 + 2 / 128)], rtol=1e-6)
+  np.testing.assert_allclose(updates["bn"]["scale"], [-0.2], rtol=1e-6)
+  np.testing.assert_allclose(updates["conv"]["kernel"], [-0.2], rtol=1e-6)
 
 
 def test_label_smoothing_loss_by_hand():

@@ -42,6 +42,8 @@ def _assert_same_params(a, b):
     ("optimizer.warmup_epochs", -1.0, r"optimizer.warmup_epochs=-1.0: must be a number >= 0"),
     ("optimizer.grad_clip_norm", -1.0, r"optimizer.grad_clip_norm=-1.0: must be a number >= 0"),
     ("optimizer.end_lr_fraction", 2.0, r"optimizer.end_lr_fraction=2.0: must be a number in"),
+    ("optimizer.bias_lr_scale", 0.0, r"optimizer.bias_lr_scale=0.0: must be a finite positive"),
+    ("optimizer.bias_lr_scale", 64.0, r"optimizer.bias_lr_scale=64.0: only sgd has it"),
     ("seed", -1, r"seed=-1: must be an integer >= 0"),
     ("task", "unet.nope", r"task='unet.nope': no such module"),
     ("train.batch_size", 4096, r"train.batch_size=4096: the train split has only"),

@@ -250,6 +250,20 @@ def test_field_missing_from_older_runs_is_never_averaged_with_the_others(tmp_pat
   assert sorted(s[0] for s in tables["unet.task"].rows["seeds"]) == [0, 1, 2]
   assert any("split into 3 rows" in w for w in warnings)
 
+def test_field_whose_older_value_the_core_records_is_filled_in(tmp_path):
+  # model.dtype was added with float32 standing for what older runs computed
+  # (validate.RESUME_DEFAULTS): an old run without it is averaged with a float32 one.
+  write_run(str(tmp_path / "old"), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})
+  write_run(str(tmp_path / "new"), unet_config("mp_tr_bce", 1, **{"model.dtype": "float32"}),
+            {"dice": 0.7, "loss": 0.1})
+  write_run(str(tmp_path / "bf16"), unet_config("mp_tr_bce", 2, **{"model.dtype": "bfloat16"}),
+            {"dice": 0.9, "loss": 0.1})
+  tables, warnings = table_of(tmp_path)
+  rows = tables["unet.task"].rows
+  assert sorted(map(sorted, rows["seeds"])) == [[0, 1], [2]]
+  assert not any("absent" in w for w in warnings)
+
+
 def test_duplicate_seed_warns(tmp_path):
   for name in ("a", "b"):
     write_run(str(tmp_path / name), unet_config("mp_tr_bce", 0), {"dice": 0.5, "loss": 0.1})

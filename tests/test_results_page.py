@@ -93,7 +93,10 @@ def test_page_has_a_row_and_a_command_per_run_and_the_missing_list(tmp_path):
   both = as_eval_config(cvae.get_config("mnist,cpu"))
   write_run(runs / "cvae_both", both, {"neg_elbo": 100.0, "label_adherence": 0.5})
   older = as_eval_config(cvae.get_config("mnist,cpu,seed=1"))   # same config but the seed ...
-  del older["model"]["critic_wrong_class"]                        # ... and a field added since
+  del older["loss"]["critic_flip"]                                # ... and a field added since
+  # A field added since whose value for older runs the core records (validate.RESUME_DEFAULTS)
+  # is taken as that value: no `(absent)` for it.
+  del older["model"]["critic_wrong_class"]
   write_run(runs / "cvae_older", older, {"neg_elbo": 104.0, "label_adherence": 0.7})
   (runs / "cvae_older" / "stamp_check.json").write_text(json.dumps({"stamp_share": 0.25}))
   (runs / "missing_runs.md").write_text("- the UNet table: no run folder yet\n")
@@ -111,7 +114,8 @@ def test_page_has_a_row_and_a_command_per_run_and_the_missing_list(tmp_path):
   assert "(absent)" in lines[1] and "100.00 ± n/a" in lines[0] and "**104.00" not in text
   assert ("python launch.py --config=configs/cvae.py:mnist,cpu,seed=1 "
           "--workdir=runs/cvae_older") in text
-  assert "`model.critic_wrong_class=false`" in text.split("cvae_older`")[1]
+  assert "`loss.critic_flip=false`" in text.split("cvae_older`")[1]
+  assert "critic_wrong_class" not in text.split("cvae_older`")[1]
   assert "stamp_check.json: `stamp_share` 0.25" in text
   assert text.rstrip().endswith("- the UNet table: no run folder yet")
 

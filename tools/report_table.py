@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from configs import experiments
+from shared import validate
 from tools import discovery
 
 # eval.json keys that describe a run rather than measure the model.
@@ -103,12 +104,17 @@ def _config_columns(runs: pd.DataFrame, spec: experiments.ReportSpec, ignore: It
                     warnings: list[str]) -> list[str]:
   """The config fields whose values tell rows apart.
 
-  A field absent from some runs (written before it existed) tells them apart too, shown as
-  `(absent)`: the code it stands for may have behaved like any value, so such runs are never
-  averaged with the others.
+  A field absent from some runs (written before it existed) takes the value that stands for
+  what those runs computed when the core records one (`validate.RESUME_DEFAULTS`, the value an
+  older run resumes with); otherwise it tells them apart, shown as `(absent)`: the code it
+  stands for may have behaved like any value, so such runs are never averaged with the others.
   """
   skip = set(ignore) | set(spec.ignored_fields) | {path for _, path in spec.factors}
   fields = sorted(c for c in runs if c.startswith(CONFIG) and c[len(CONFIG):] not in skip)
+  for column in fields:
+    known = validate.RESUME_DEFAULTS.get(column[len(CONFIG):])
+    if known is not None:
+      runs[column] = runs[column].fillna(json.dumps(known, sort_keys=True))
   varying = [c for c in fields if runs[c].nunique(dropna=False) > 1]
   for column in varying:
     absent = runs[column].isna()

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from shared import validate
 from tools import discovery
 from tools import report_markdown
 from tools import report_table
@@ -87,7 +88,14 @@ def launch_command(config: dict, workdir: str) -> tuple[list[str], list[str]]:
   command += [f"--config.{k}={flag_value(wanted[k])}" for k in differ if wanted[k] != "null"]
   notes = [f"`{k}` was None in this run; a command line cannot set it back to None"
            for k in differ if wanted[k] == "null"]
-  added = sorted(today.keys() - wanted.keys())
+  # Fields added since whose value for older runs the core records (validate.RESUME_DEFAULTS):
+  # pinned like any other field, not left to today's default.
+  for key, value in validate.RESUME_DEFAULTS.items():
+    if key in today and key not in wanted:
+      wanted[key] = json.dumps(value, sort_keys=True)
+      if wanted[key] != today[key]:
+        command.append(f"--config.{key}={flag_value(wanted[key])}")
+  added = sorted(k for k in today.keys() - wanted.keys() if k not in validate.RESUME_IGNORED)
   if added:
     notes.append("not in this run's config (added to the code since), today's default shown, "
                  "which may not be what the run did: " +
