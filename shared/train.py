@@ -153,7 +153,10 @@ def _write_json(path: str, obj) -> None:
   files.write_json(path, obj)
 
 
-def _fmt_eta(seconds: float) -> str:
+def _fmt_eta(seconds: float | None) -> str:
+  """None while no step has been timed yet (the first steps compile)."""
+  if seconds is None:
+    return "not yet known"
   return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
@@ -380,7 +383,7 @@ def _run(config, workdir: str, task: Task, stores, steps_in_epoch: int,
       if is_log:
         means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
         ips = clock.steady_steps * batch_size / max(clock.steady_s, 1e-9)
-        eta = (total_steps - step) * batch_size / max(ips, 1e-9)
+        eta = (total_steps - step) * batch_size / ips if ips > 0 else None
         writer.write("train", step, {**means, "images_per_s": ips})
         logging.info("step %d/%d (epoch %d/%d) loss %.4f | %.1f img/s | ETA %s", step,
                      total_steps, -(-step // steps_in_epoch), config.train.num_epochs,

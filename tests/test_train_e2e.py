@@ -131,3 +131,10 @@ def test_eight_devices_match_one_device(tmp_path, tfds_dir):
     r1, r8 = json.load(f1), json.load(f8)
   assert r8["num_devices"] == 8
   assert r8["dice"] == pytest.approx(r1["dice"], abs=2e-3)
+
+
+def test_eta_is_not_yet_known_before_a_step_is_timed():
+  # The first logged step has no timed step behind it (it compiled): no made-up ETA.
+  assert train._fmt_eta(None) == "not yet known"
+  assert train._fmt_eta(3661.7) == "1:01:01"
+  assert train._fmt_eta(-5) == "0:00:00"
