@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden = 128           # cnn only: the MLP head
   config.model.dropout_rate = 0.0     # cnn only
   config.model.flip_tta = True        # resnet only: eval averages the image and its mirror
+  config.model.shift_tta = False      # resnet only, with flip_tta: + views shifted by 1 px
   config.model.bn_scale = True        # resnet only: False = batch norms learn a shift only
   config.model.conv_impl = "auto"     # shared/layers/ (CPU: transposed convs as ordinary convs)
   # Compute dtype: float32 | bfloat16 (activations in bfloat16; parameters, optimizer state,

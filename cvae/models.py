@@ -380,7 +380,9 @@ class ResNetClassifier(nn.Module):
   conv computed from the batch the model is initialised with (`patch_whitening`; kept in the
   `whitening` collection, so the optimizer never touches it) -> ReLU, and the stage convs start
   as partial identities. With `flip_tta`, eval logits average the image and its mirror (the
-  judge's test-time view). Without `bn_scale` the batch norms learn a shift only, as in
+  judge's test-time view); `shift_tta` adds both of those shifted by 1 px diagonally each way
+  (reflect padding; weights 1/4, 1/4, 1/8 x 4, airbench's level-2 views), so a decode must read
+  as its class from several views, and the judge is right more often. Without `bn_scale` the batch norms learn a shift only, as in
   airbench: a positive scale passes through max-pooling and ReLU into the next conv, which can
   learn it, while its weight decay would pull the activations toward zero.
   """
@@ -388,6 +390,7 @@ class ResNetClassifier(nn.Module):
   features: Sequence[int] = (24, 48, 192, 192)
   stem: str = "conv"
   flip_tta: bool = True
+  shift_tta: bool = False
   bn_scale: bool = True
   conv_impl: str = "auto"
   dtype: Any = jnp.float32      # compute dtype (model.dtype); the logits are float32
@@ -419,8 +422,15 @@ class ResNetClassifier(nn.Module):
   def __call__(self, x, train: bool = False):
     if train or not self.flip_tta:
       return self._logits(x, train)
-    both = self._logits(jnp.concatenate([x, x[:, :, ::-1]], axis=0), train)
-    return 0.5 * (both[:x.shape[0]] + both[x.shape[0]:])
+    views, weights = [x], [0.5]
+    if self.shift_tta:
+      n, h, w, _ = x.shape
+      padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+      views, weights = [x, padded[:, :h, :w], padded[:, 2:, 2:]], [0.25, 0.125, 0.125]
+    views += [v[:, :, ::-1] for v in views]
+    logits = self._logits(jnp.concatenate(views, axis=0), train)
+    logits = logits.reshape(len(views), x.shape[0], -1)
+    return jnp.tensordot(jnp.asarray(weights * 2, jnp.float32), logits, axes=1)
 
 
 CLASSIFIER_ARCHS = ("cnn", "resnet")
@@ -433,6 +443,7 @@ def classifier_from_config(model_cfg, num_classes: int) -> nn.Module:
     return ResNetClassifier(num_classes=num_classes, features=tuple(model_cfg.features),
                             stem=model_cfg.get("stem", "conv"),
                             flip_tta=model_cfg.get("flip_tta", True),
+                            shift_tta=model_cfg.get("shift_tta", False),
                             bn_scale=model_cfg.get("bn_scale", True),
                             conv_impl=model_cfg.get("conv_impl", "auto"),
                             dtype=layers.model_dtype(model_cfg))

@@ -24,7 +24,8 @@ RESUME_IGNORED = (
 # Fields added after runs were already kept, with the value that stands for what those runs
 # computed: a saved config.json without the field resumes as if it held this value.
 RESUME_DEFAULTS = {"model.dtype": "float32", "model.stem": "conv", "model.bn_scale": True,
-                   "model.critic_wrong_class": False, "optimizer.bias_lr_scale": 1.0}
+                   "model.critic_wrong_class": False, "model.shift_tta": False,
+                   "optimizer.bias_lr_scale": 1.0}
 
 
 def _positive_int(value, field: str) -> None:

@@ -102,6 +102,22 @@ def test_flip_tta_averages_the_image_and_its_mirror():
                              atol=1e-6)
 
 
+def test_shift_tta_adds_the_pair_shifted_one_pixel_each_way():
+  x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
+  plain = models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8), flip_tta=False)
+  variables = run_fast(plain.init, jax.random.key(1), x)
+  shifted = models.ResNetClassifier(num_classes=10, features=(4, 8, 8, 8), shift_tta=True)
+  one = lambda v: np.asarray(run_fast(plain.apply, variables, v))
+  pair = lambda v: 0.5 * (one(v) + one(v[:, :, ::-1]))
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  up_left, down_right = padded[:, :32, :32], padded[:, 2:, 2:]
+  # Row 0 of the up-left view is the reflected row 1: the image moved down-right by 1 px.
+  np.testing.assert_array_equal(up_left[:, 1:, 1:], np.asarray(x)[:, :31, :31])
+  expected = 0.5 * pair(x) + 0.25 * pair(up_left) + 0.25 * pair(down_right)
+  np.testing.assert_allclose(run_fast(shifted.apply, variables, x), expected, rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_random_translate_is_a_crop_of_the_reflect_padded_image():
   images = jnp.arange(2 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 1)
   out = augment.random_translate(jax.random.key(3), images, 2)
