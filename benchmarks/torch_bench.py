@@ -48,7 +48,8 @@ def _model_and_loss(config):
       total = total + torch_models.critic_loss(
           m, likelihood, batch["image"], y_true, mean, logvar, critic_weight,
           config.loss.get("critic_batch_fraction", 1.0), config.loss.get("critic_translate", 0),
-          config.loss.get("critic_flip", False), out)
+          config.loss.get("critic_flip", False), out,
+          config.loss.get("critic_true_encoder_fraction", 0.0))
     return total
   return model, loss
 

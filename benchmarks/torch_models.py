@@ -421,18 +421,21 @@ def random_view(images, max_shift: int, flip: bool):
 
 
 def critic_loss(model: CVAE, likelihood: str, x, labels, mean, logvar, weight: float,
-                fraction: float = 1.0, max_shift: int = 0, flip: bool = False, out=None):
+                fraction: float = 1.0, max_shift: int = 0, flip: bool = False, out=None,
+                true_encoder_fraction: float = 0.0):
   """cvae/task.py's label critic: cross-entropy on (views of) real images (trains the critic)
   plus `weight` x cross-entropy of the frozen critic on (views of) images decoded with a random
   wrong label, for the first `fraction` of the batch (trains the decoder and encoder). With the
   model's `critic_wrong_class`, the critic also learns the ELBO pass's decodes `out` (their
-  labels) and the wrong-label decodes (the extra class)."""
+  labels) and the wrong-label decodes (the extra class). The first `true_encoder_fraction` of
+  the wrong-label decodes are encoded with the true label (the decoder-only protocol)."""
   ce_real = F.cross_entropy(model.critic(random_view(x, max_shift, flip)), labels)
   n = max(1, round(fraction * x.shape[0]))
   x, labels, mean, logvar = x[:n], labels[:n], mean[:n], logvar[:n]
   wrong = (labels + torch.randint(1, 10, labels.shape)) % 10
   if model.encoder.use_label:   # the wrong label goes everywhere the model takes one
-    mean, logvar = model.encoder(x, wrong)
+    n_true = round(true_encoder_fraction * n)
+    mean, logvar = model.encoder(x, torch.cat([labels[:n_true], wrong[n_true:]]))
   z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
   decoded = decoded_image(likelihood, model.decoder(z, wrong))
   if model.critic_wrong_class:

@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.critic_weight = 1.0 if mnist else 300.0
   # Share of each batch that also gets the wrong-label decode (a second encode and decode).
   config.loss.critic_batch_fraction = 1.0 if mnist else 0.25
+  # Share of those decodes whose z comes from the true label (the eval's decoder-only protocol);
+  # the rest get the wrong label in the encoder too (the assignment's protocol). 0 = the latter only.
+  config.loss.critic_true_encoder_fraction = 0.0
   # The critic sees images shifted by up to N pixels and mirrored, so a decode must read as its
   # label from every view, not through one pixel pattern.
   config.loss.critic_translate = 0 if mnist else 2

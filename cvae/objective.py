@@ -35,6 +35,7 @@ class LossSettings:
   critic_translate: int = 0
   critic_flip: bool = False
   critic_wrong_class: bool = False
+  critic_true_encoder_fraction: float = 0.0
   encoder_sees_label: bool = True
 
   @classmethod
@@ -51,6 +52,8 @@ class LossSettings:
                critic_translate=int(loss.get("critic_translate", 0)),
                critic_flip=bool(loss.get("critic_flip", False)),
                critic_wrong_class=bool(config.model.get("critic_wrong_class", False)),
+               critic_true_encoder_fraction=float(
+                   loss.get("critic_true_encoder_fraction", 0.0)),
                encoder_sees_label=models.uses_encoder_label(config.model.label_input))
 
 
@@ -98,13 +101,24 @@ def critic_decode_targets(replaced, dec_y, wrong_y, num_classes: int, wrong_labe
                           jnp.full_like(wrong_y, num_classes)])
 
 
+def critic_encoder_labels(s: LossSettings, y, y_wrong):
+  """The labels the encoder gets for the critic's wrong-label decodes: the true label for the
+  first `critic_true_encoder_fraction` of them (the eval's decoder-only protocol: z of the
+  image as it is, the wrong label at the decoder alone), the wrong one for the rest (the
+  assignment's protocol: the wrong label everywhere). Trained on one protocol only, a model
+  follows the label under that one better than under the other."""
+  n_true = int(round(s.critic_true_encoder_fraction * y.shape[0]))
+  return jnp.concatenate([y[:n_true], y_wrong[n_true:]])
+
+
 def critic_term(model: models.CVAE, s: LossSettings, params, x, y, elbo: ElboPass, k_z):
   """(term, metrics) of the label critic.
 
   Wrong pairs with a target that makes sense: not "reconstruct x anyway" (which teaches the
   decoder to ignore the label) but "look like the label you were given". The critic learns the
   classes from real images; frozen, it scores images decoded with a random wrong label, given
-  everywhere the model takes one (the eval's protocol). On the first `critic_batch_fraction`
+  everywhere the model takes one (the eval's protocol; `critic_encoder_labels` for the share
+  decoded from the true label's z). On the first `critic_batch_fraction`
   of the (shuffled) batch only: the wrong-label encode and decode cost as much as the ELBO pass.
   """
   n_w = max(1, int(round(s.critic_batch_fraction * x.shape[0])))
@@ -112,8 +126,8 @@ def critic_term(model: models.CVAE, s: LossSettings, params, x, y, elbo: ElboPas
   k_wrong, k_zw = jax.random.split(jax.random.fold_in(k_z, 1))
   y_w = losses.wrong_labels(k_wrong, y[:n_w], s.num_classes)
   # Without the label in the encoder, q(z|x) is the ELBO pass's: sample it afresh.
-  posterior_w = (models.encode(model, params, x_w, y_w) if s.encoder_sees_label
-                 else (elbo.mean[:n_w], elbo.logvar[:n_w]))
+  posterior_w = (models.encode(model, params, x_w, critic_encoder_labels(s, y[:n_w], y_w))
+                 if s.encoder_sees_label else (elbo.mean[:n_w], elbo.logvar[:n_w]))
   z_w = models.sample_z(*posterior_w, k_zw)
   img_w = losses.decoded_image(s.likelihood, models.decode(model, params, z_w, y_w))
   critic = lambda p, imgs: model.apply({"params": p}, imgs, method=models.CVAE.criticize)

@@ -59,6 +59,9 @@ def check_config(config) -> None:
   fraction = config.loss.get("critic_batch_fraction", 1.0)
   if not 0.0 < fraction <= 1.0:
     raise ConfigError(f"loss.critic_batch_fraction={fraction}; must be in (0, 1]")
+  true_encoder = config.loss.get("critic_true_encoder_fraction", 0.0)
+  if not 0.0 <= true_encoder <= 1.0:
+    raise ConfigError(f"loss.critic_true_encoder_fraction={true_encoder}; must be in [0, 1]")
   if config.loss.get("critic_translate", 0) < 0:
     raise ConfigError(f"loss.critic_translate={config.loss.critic_translate}; must be >= 0 "
                       f"pixels")

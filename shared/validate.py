@@ -25,7 +25,7 @@ RESUME_IGNORED = (
 # computed: a saved config.json without the field resumes as if it held this value.
 RESUME_DEFAULTS = {"model.dtype": "float32", "model.stem": "conv", "model.bn_scale": True,
                    "model.critic_wrong_class": False, "model.shift_tta": False,
-                   "optimizer.bias_lr_scale": 1.0}
+                   "optimizer.bias_lr_scale": 1.0, "loss.critic_true_encoder_fraction": 0.0}
 
 
 def _positive_int(value, field: str) -> None:

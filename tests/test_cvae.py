@@ -215,6 +215,8 @@ def test_config_variants_and_modifiers():
     ("loss.critic_weight", -1.0, "loss.critic_weight=-1.0; must be >= 0"),
     ("loss.critic_batch_fraction", 0.0, "loss.critic_batch_fraction=0.0; must be in"),
     ("loss.critic_translate", -2, "loss.critic_translate=-2; must be >= 0"),
+    ("loss.critic_true_encoder_fraction", 1.5,
+     "loss.critic_true_encoder_fraction=1.5; must be in \\[0, 1\\]"),
     ("model.arch", "vit", "model.arch='vit'"),
 ])
 def test_bad_fields_are_named(field, value, match):

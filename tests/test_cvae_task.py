@@ -117,6 +117,16 @@ def test_critic_decode_targets_by_hand():
   np.testing.assert_array_equal(encoder, [3, 4, 5, 10, 10, 10])
 
 
+@pytest.mark.parametrize("fraction,expected", [
+    (0.0, [7, 8, 9, 6]), (0.5, [3, 4, 9, 6]), (0.6, [3, 4, 9, 6]), (1.0, [3, 4, 5, 1])])
+def test_critic_encoder_labels_split_the_two_protocols(fraction, expected):
+  """The first round(fraction * n) wrong-label decodes are encoded with the true label."""
+  settings = objective.LossSettings(likelihood="bernoulli", num_classes=10,
+                                    critic_true_encoder_fraction=fraction)
+  y, y_wrong = jnp.array([3, 4, 5, 1]), jnp.array([7, 8, 9, 6])
+  np.testing.assert_array_equal(objective.critic_encoder_labels(settings, y, y_wrong), expected)
+
+
 def test_eval_sums_of_a_known_model_and_judge_by_hand():
   """Every decode is p = 0.5, stored as 128/255, which the brightness judge calls class 5; real
   images get the class of their brightness. The padded last example counts nowhere."""
