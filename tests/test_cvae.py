@@ -107,6 +107,15 @@ def test_discretized_logistic_hand_computed():
                              rtol=1e-5)
 
 
+def test_softplus_and_its_gradient_against_numpy():
+  v = np.array([-100.0, -20.0, -1.5, 0.0, 0.7, 20.0, 100.0], np.float32)
+  expected = np.logaddexp(0.0, v.astype(np.float64))          # log(1 + e^v)
+  np.testing.assert_allclose(losses.softplus(jnp.asarray(v)), expected, rtol=1e-6, atol=1e-30)
+  grad = jax.vmap(jax.grad(losses.softplus))(jnp.asarray(v))
+  np.testing.assert_allclose(grad, 1.0 / (1.0 + np.exp(-v.astype(np.float64))), rtol=1e-6,
+                             atol=1e-30)   # d/dv = sigmoid(v), 0.5 at 0 (the kink of |v|)
+
+
 def test_discretized_logistic_is_a_distribution_over_256_values():
   values = jnp.arange(256, dtype=jnp.float32).reshape(1, 1, 256, 1) / 255.0
   for m, s in ((0.0, -1.0), (0.3, -3.0), (-0.9, 0.5)):
