@@ -42,9 +42,9 @@ def bernoulli_nll(logits, x):
 def softplus(v):
   """log(1 + e^v), stable for any v, with derivative sigmoid(v). Written out rather than
   `jax.nn.softplus` (a `logaddexp`): the same values, but XLA:CPU fuses this form and its
-  one-op derivative cheaply, where logaddexp's guarded derivative made the CIFAR-10
-  likelihood's gradient twice as slow (docs/performance.md). The derivative is given, not
-  traced: through max and |v| it would come out 0 at v = 0 instead of 1/2."""
+  one-op derivative cheaply; with logaddexp's guarded derivative the CIFAR-10 likelihood's
+  forward + gradient took 19.3 ms instead of 5.4 at batch 128 (docs/performance.md). The
+  derivative is given, not traced: through max and |v| it would come out 0 at v = 0, not 1/2."""
   return jnp.maximum(v, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(v)))
 
 
@@ -66,8 +66,8 @@ def discretized_logistic_nll(mean, log_scale, x):
   plus_in = inv_s * (centered + 1.0 / 255)
   min_in = inv_s * (centered - 1.0 / 255)
   cdf_delta = jax.nn.sigmoid(plus_in) - jax.nn.sigmoid(min_in)
-  log_cdf_plus = plus_in - softplus(plus_in)          # left tail, x == 0
-  log_one_minus_cdf_min = -softplus(min_in)           # right tail, x == 255
+  log_cdf_plus = plus_in - softplus(plus_in)                 # left tail, x == 0
+  log_one_minus_cdf_min = -softplus(min_in)                  # right tail, x == 255
   mid_in = inv_s * centered
   log_pdf_mid = mid_in - log_scale - 2.0 * softplus(mid_in)
   log_mid = jnp.where(cdf_delta > 1e-5, jnp.log(jnp.maximum(cdf_delta, 1e-12)),
