@@ -107,8 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # MNIST batch 64: twice the updates of batch 128 in the same epochs, a better ELBO.
   config.train.batch_size = 64 if mnist else 128
-  # About 19 (MNIST) and 34 (CIFAR-10) minutes of steps on the 2-core CPU (docs/cvae.md). MNIST: 40 epochs gave
-  # 89.5 nats, 30 gave 90.0, 20 gave 90.8 (docs/cvae.md).
+  # About 19 (MNIST) and 34 (CIFAR-10) minutes of steps on the 2-core CPU. MNIST: 40 epochs
+  # gave 89.5 nats, 30 gave 90.0, 20 gave 90.8 (docs/cvae.md).
   config.train.num_epochs = 40 if mnist else 15
   config.train.log_every_steps = 100
   config.train.checkpoint_every_steps = 1000
