@@ -34,8 +34,7 @@ def gaussian_kl(mean, logvar):
 
 def bernoulli_nll(logits, x):
   """-log p(x | logits) summed over pixels: (B, H, W, C) -> (B,). Stable for any logit."""
-  per_pixel = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  return jnp.sum(per_pixel, axis=(1, 2, 3))
+  return jnp.sum(softplus(logits) - logits * x, axis=(1, 2, 3))
 
 
 @jax.custom_jvp
