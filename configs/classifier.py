@@ -104,4 +104,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 REPORT = experiments.ReportSpec(
     task="cvae.classifier_task", slug="classifier", title="Judge classifier",
     factors=(("dataset", "data.name"),), metrics=("accuracy", "loss"), headline=("accuracy",),
-    compare_within=(("*", ("dataset",)),))
+    table_per=("dataset",))

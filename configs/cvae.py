@@ -176,7 +176,7 @@ REPORT = experiments.ReportSpec(
     metrics=("neg_elbo", "recon", "kl", "bits_per_dim", "label_adherence",
              "label_adherence_decoder_only", "true_label_accuracy", "classifier_accuracy"),
     headline=("neg_elbo", "label_adherence", "true_label_accuracy"),
-    # Nats and adherence are on another scale per dataset: best marked, and plotted, per dataset.
-    compare_within=(("*", ("dataset",)),), plot_by=("dataset",),
+    # A dataset has its own model, budget and scale of nats: a table (and figures) of its own.
+    table_per=("dataset",),
     # Pictures and the judge's folder do not change the metrics of the model.
     ignored_fields=("eval.num_swap_rows", "eval.num_iterations", "eval.classifier_workdir"))

@@ -61,7 +61,7 @@ class ReportSpec:
 
   Attributes:
     task: the `config.task` of the family's runs (e.g. `unet.task`): how runs find their spec.
-    slug: short name for per-task file names (`bars_cvae.png`).
+    slug: short name for per-task file names (`bars_cvae.png`, `bars_cvae_mnist.png`).
     title: section heading.
     factors: (column name, dotted config path) for each ablation factor.
     metrics: eval.json metrics in column order.
@@ -70,7 +70,9 @@ class ReportSpec:
     compare_within: (metric or "*", factor columns): the metric's best is marked separately
       among rows that share those factors, because values across them are not comparable
       (UNet `loss` is each variant's own objective; CVAE nats differ per dataset).
-    plot_by: factor columns whose values get separate plot panels (scales differ).
+    table_per: factor columns whose every value gets a table of its own, for factors whose
+      values come with their own model and budget (a CVAE dataset): each table then shows only
+      the config fields that vary within it, instead of every field the datasets differ in.
     ignored_fields: config fields of this family that may differ between seeds of one row
       without making them incomparable (picture counts, paths), beyond the tools' own list.
   """
@@ -82,8 +84,15 @@ class ReportSpec:
   headline: tuple[str, ...]
   lower_is_better: frozenset[str] = LOWER_IS_BETTER
   compare_within: tuple[tuple[str, tuple[str, ...]], ...] = ()
-  plot_by: tuple[str, ...] = ()
+  table_per: tuple[str, ...] = ()
   ignored_fields: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    names = [name for name, _ in self.factors]
+    unknown = [c for c in self.table_per if c not in names]
+    if unknown:
+      raise ValueError(f"ReportSpec {self.task}: table_per name(s) {unknown} are "
+                       f"not factor columns; factors: {names}")
 
   def within(self, metric: str) -> tuple[str, ...]:
     table = dict(self.compare_within)

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import experiments
 from tools import report
 from tools import report_markdown
 from tools import report_plots
@@ -115,7 +116,7 @@ def test_aggregation_matches_numpy(tmp_path):
   assert rows.loc[0, "train_time_s_std"] == pytest.approx(np.std([10, 11, 15, 30], ddof=1))
   assert rows.loc[1, "dice_mean"] == 0.7 and math.isnan(rows.loc[1, "dice_std"])   # one seed
   assert rows.loc[1, "dice_n"] == 1
-  md = report_markdown.markdown_table("unet.task", tables["unet.task"])
+  md = report_markdown.markdown_table(tables["unet.task"])
   cells = {c[0]: c for c in md_cells(md)}
   # std: sqrt((0.12² + 0.02² + 0.07² + 0.17²) / 3) = 0.1273; 0.73 > 0.70 is the best dice.
   assert cells["mp_tr_bce"][5:7] == ["**0.7300 ± 0.1273**", "0.2000 ± 0.1000 (n=3)"]
@@ -157,7 +158,7 @@ def test_best_marks_respect_direction(unet_root):
 
 def test_markdown_table_contents(unet_root):
   tables, _ = table_of(unet_root)
-  md = report_markdown.markdown_table("unet.task", tables["unet.task"])
+  md = report_markdown.markdown_table(tables["unet.task"])
   assert "sample standard deviation (ddof=1)" in md and "std is n/a" in md
   header, *body = md_cells(md)
   assert header[1:4] == ["downsample", "upsample", "loss function"]
@@ -300,34 +301,62 @@ def test_cvae_factors_and_mixed_tasks(tmp_path):
   out = str(tmp_path / "report")
   result = report.write_report([str(root)], out)
   tables = result["tables"]
-  assert list(tables) == ["cvae.classifier_task", "cvae.task"]
-  rows = tables["cvae.task"].rows
-  assert rows.loc[1:, ["label input", "wrong-label rate"]].values.tolist() == [
+  # A table per dataset (REPORT.table_per), datasets in order, judges first.
+  assert list(tables) == ["cvae.classifier_task[dataset=mnist]", "cvae.task[dataset=cifar10]",
+                          "cvae.task[dataset=mnist]"]
+  rows = tables["cvae.task[dataset=mnist]"].rows
+  assert rows[["label input", "wrong-label rate"]].values.tolist() == [
       ["both", "0.0"], ["decoder", "0.0"], ["decoder", "0.5"]]
-  assert rows["label"].tolist() == ["cvae_cifar10", "cvae_mnist/both/0.0",
-                                    "cvae_mnist/decoder/0.0", "cvae_mnist/decoder/0.5"]
-  # Best per dataset: cifar10 has one row (no mark), mnist 96 < 101 < 109.
-  assert marked(rows, "neg_elbo", True, ("dataset",)) == {1}
-  assert marked(rows, "neg_elbo", True) == {1}
-  assert marked(rows, "label_adherence", False, ("dataset",)) == {3}
+  assert rows["label"].tolist() == ["cvae_mnist/both/0.0", "cvae_mnist/decoder/0.0",
+                                    "cvae_mnist/decoder/0.5"]
+  assert tables["cvae.task[dataset=cifar10]"].rows["label"].tolist() == ["cvae_cifar10"]
+  # Best within the table: mnist 96 < 101 < 109; cifar10's one row gets no mark.
+  assert marked(rows, "neg_elbo", True) == {0}
+  assert marked(rows, "label_adherence", False) == {2}
+  assert not tables["cvae.task[dataset=cifar10]"].rows["neg_elbo_best"].any()
   md = result["markdown"]
   cells = [c for line in md_cells(md) for c in line]
   assert "**96.00 ± 1.41**" in cells and "3005.00 ± 7.07" in cells and "**3005" not in md
   assert "neg_elbo ↓" in cells and "label_adherence ↑" in cells
-  assert "best marked per dataset" in md
-  assert "wrong-label rate" in cells and "### Judge classifier" in md
-  assert "1.4500 ± 0.0707" in cells and "–" in cells   # bits_per_dim: cifar10 only
+  assert "### Conditional VAE, dataset mnist (`cvae.task`)" in md
+  assert "### Judge classifier, dataset mnist" in md and "1 run in 1 row." in md
+  assert "wrong-label rate" in cells and "dataset" not in cells   # the dataset is the heading's
+  assert "1.4500 ± 0.0707" in cells     # bits_per_dim: only in cifar10's table
+  assert "bits_per_dim ↓" not in md.split("dataset mnist (`cvae.task`)")[1]
   assert result["warnings"] == []   # classifier_workdir paths are harmless
   names = sorted(os.listdir(out))
-  assert names == ["bars_classifier.png", "bars_cvae.png", "curves_classifier.png",
-                   "curves_cvae.png", "table.csv", "table.md"]
+  assert names == ["bars_classifier_mnist.png", "bars_cvae_cifar10.png", "bars_cvae_mnist.png",
+                   "curves_classifier_mnist.png", "curves_cvae_cifar10.png",
+                   "curves_cvae_mnist.png", "table.csv", "table.md"]
   csv_rows = list(csv.DictReader(open(os.path.join(out, "table.csv"))))
   assert [r["task"] for r in csv_rows] == ["cvae.classifier_task"] + ["cvae.task"] * 4
+  assert [r["dataset"] for r in csv_rows] == ["mnist", "cifar10", "mnist", "mnist", "mnist"]
   assert csv_rows[0]["accuracy_mean"] == "0.98" and csv_rows[1]["accuracy_mean"] == ""
   assert [r["neg_elbo_best"] for r in csv_rows[1:]] == ["False", "True", "False", "False"]
-  spec = tables["cvae.task"].spec
-  assert [g for g, _ in report_plots.panel_groups(rows, spec)] == ["dataset=cifar10",
-                                                                   "dataset=mnist"]
+
+
+def test_table_per_keeps_each_datasets_own_config_out_of_the_others(tmp_path):
+  """Datasets with their own model and budget: without `table_per` every field they differ
+  in would be a column with a warning; with it, each table shows what varies within it."""
+  root = tmp_path / "cvae"
+  for dataset, epochs in (("mnist", 40), ("cifar10", 15)):
+    for label_input in ("encoder", "both"):
+      config = cvae_config(dataset, label_input, 0.0, 0)
+      config["train"]["num_epochs"] = epochs
+      write_run(str(root / f"{dataset}_{label_input}" / "seed_0"), config,
+                {"neg_elbo": 90.0 if label_input == "both" else 95.0})
+  tables, warnings = table_of(root)
+  assert warnings == []
+  assert [t.settings for t in tables.values()] == [[], []]
+  assert [t.title for t in tables.values()] == ["Conditional VAE, dataset cifar10",
+                                                "Conditional VAE, dataset mnist"]
+  assert [t.slug for t in tables.values()] == ["cvae_cifar10", "cvae_mnist"]
+
+
+def test_table_per_must_name_a_factor():
+  with pytest.raises(ValueError, match="table_per name.*'data'.*factors"):
+    experiments.ReportSpec("t.task", "t", "T", (("dataset", "data.name"),), ("m",), ("m",),
+                           table_per=("data",))
 
 
 def test_write_report_files_and_pngs(unet_root, tmp_path):

@@ -4,8 +4,9 @@
   python -m tools.report --runs=docs/runs --results_md=docs/results.md
 
 reads every `eval.json` under the `--runs` folders and writes to `--out`:
-  table.md    one section per task: a row per variant (its factor columns, e.g. downsample /
-              upsample / loss, or dataset / label input / wrong-label rate), every metric as
+  table.md    one section per task (per task and dataset for the CVAE and its judges: the
+              family's `REPORT.table_per`): a row per variant (its factor columns, e.g.
+              downsample / upsample / loss, or label input / wrong-label rate), every metric as
               mean ± sample std (ddof=1) over seeds with the seed count, parameter count, train
               time and images/s; the best mean of each metric in bold. Also printed.
   table.csv   the same rows, one column per number (`dice_mean`, `dice_std`, `dice_n`,
@@ -14,7 +15,7 @@ reads every `eval.json` under the `--runs` folders and writes to `--out`:
   curves.png  one panel per headline metric, eval metric vs step from each run's metrics.jsonl,
               one line per row (mean over seeds at the steps every seed logged, band = ± std).
 With runs of several tasks in the folders (the CVAE sweep also holds its judge classifiers),
-the PNGs are per task: `bars_cvae.png`, `bars_classifier.png`, ...
+the PNGs are per table: `bars_cvae_mnist.png`, `bars_classifier_cifar10.png`, ...
 `--results_md=PATH` writes the results page instead (tools/results_page.py: the tables, and the
 launch.py command of each run); with `--out` as well, both.
 
@@ -41,9 +42,9 @@ from tools.report_table import TaskTable
 
 
 def csv_frame(tables: dict[str, TaskTable]) -> pd.DataFrame:
-  """Every task's rows, numbers unformatted; columns are the union over tasks, in order."""
+  """Every table's rows, numbers unformatted; columns are the union over tables, in order."""
   frames = []
-  for task, table in tables.items():
+  for table in tables.values():
     columns = ["variant", "label", *(name for name, _ in table.spec.factors), *table.settings,
                "n_seeds", "seeds",
                *(f"{m}_{s}" for m in table.metrics for s in ("mean", "std", "n", "best")),
@@ -52,7 +53,7 @@ def csv_frame(tables: dict[str, TaskTable]) -> pd.DataFrame:
                "workdirs"]
     lists = {key: table.rows[key].map(lambda items: ";".join(map(str, items)))
              for key in ("seeds", "num_params", "workdirs")}
-    frames.append(table.rows.reindex(columns=columns).assign(**lists).assign(task=task))
+    frames.append(table.rows.reindex(columns=columns).assign(**lists).assign(task=table.spec.task))
   frame = pd.concat(frames, ignore_index=True)
   return frame[["task", *frame.columns.drop("task")]]
 
@@ -80,7 +81,7 @@ def write_report(folders: Sequence[str], out_dir: str,
   with open(files[1], "w", newline="") as f:
     f.write(csv_text(tables))
   for table in tables.values():
-    suffix = "" if len(tables) == 1 else f"_{table.spec.slug}"
+    suffix = "" if len(tables) == 1 else f"_{table.slug}"
     bars = os.path.join(out_dir, f"bars{suffix}.png")
     curves = os.path.join(out_dir, f"curves{suffix}.png")
     report_plots.bar_chart(table, bars)

@@ -44,16 +44,23 @@ def _compare_note(table: TaskTable) -> str:
   return "; " + "; ".join(notes) if notes else ""
 
 
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _stat_cell(row: pd.Series, key: str) -> str:
   if f"{key}_mean" not in row:
     return "–"
   return fmt_stat(row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_n"], row["n_seeds"])
 
 
-def markdown_table(task: str, table: TaskTable) -> str:
-  """A Markdown section for one task: heading, how to read it, the table."""
+def markdown_table(table: TaskTable) -> str:
+  """A Markdown section for one table: heading, how to read it, the table. The factors the
+  table is limited to (`table.part`) are in the heading, not repeated in every row."""
   spec, rows = table.spec, table.rows
-  text_columns = ["variant", *(name for name, _ in spec.factors), *table.settings]
+  fixed = {name for name, _ in table.part}
+  text_columns = ["variant", *(name for name, _ in spec.factors if name not in fixed),
+                  *table.settings]
   cells = rows[text_columns].copy()
   cells["seeds (n)"] = [f"{len(s)} ({', '.join(map(str, s))})" for s in rows["seeds"]]
   for m in table.metrics:
@@ -67,8 +74,8 @@ def markdown_table(task: str, table: TaskTable) -> str:
   numbers = len(cells.columns) - len(text_columns) - 1    # metrics, params, time, images/s
   align = ["left"] * (len(text_columns) + 1) + ["right"] * numbers
   return "\n".join([
-      f"### {spec.title} (`{task}`)", "",
-      f"{rows['n_seeds'].sum()} runs in {len(rows)} rows. Each cell is mean ± sample standard "
+      f"### {table.title} (`{spec.task}`)", "",
+      f"{_count(rows['n_seeds'].sum(), 'run')} in {_count(len(rows), 'row')}. Each cell is mean ± sample standard "
       "deviation (ddof=1) over seeds; with a single seed the std is n/a. **Bold**: best mean in "
       f"the column (↑ higher is better, ↓ lower is better){_compare_note(table)}; `(n=k)`: only "
       "k runs report that metric.", "",
@@ -80,5 +87,5 @@ def markdown_report(tables: dict[str, TaskTable], warnings: Sequence[str],
   parts = [f"## Results from {', '.join(f'`{f}`' for f in folders)}", ""]
   if warnings:
     parts += [f"> **warning:** {w}" for w in warnings] + [""]
-  parts += [markdown_table(task, table) for task, table in tables.items()]
+  parts += [markdown_table(table) for table in tables.values()]
   return "\n".join(parts)

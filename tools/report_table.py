@@ -84,6 +84,18 @@ class TaskTable:
   metrics: list[str]
   settings: list[str]
   rows: pd.DataFrame
+  # (factor, cell text) this table is limited to, one per `spec.table_per` factor.
+  part: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def title(self) -> str:
+    """`Conditional VAE, dataset mnist`: the spec's title and the part shown."""
+    return ", ".join([self.spec.title, *(f"{name} {value}" for name, value in self.part)])
+
+  @property
+  def slug(self) -> str:
+    """File-name stem of the table's figures: `cvae_mnist`."""
+    return "_".join([self.spec.slug, *(value for _, value in self.part)])
 
 
 def best_rows(rows: pd.DataFrame, metric: str, lower_is_better: bool,
@@ -211,11 +223,32 @@ def task_table(runs: pd.DataFrame,
   return TaskTable(spec, metrics, settings, rows), warnings
 
 
+def _parts(task: str, runs: pd.DataFrame):
+  """((factor, cell text) pairs, runs) per table of one task: one part of all runs, or one per
+  value of the spec's `table_per` factors, in their natural order."""
+  known = discovery.report_specs().get(task)
+  if known is None or not known[1].table_per:
+    return [((), runs)]
+  paths = dict(known[1].factors)
+  names = list(known[1].table_per)
+  columns = [f"{CONFIG}{paths[name]}" for name in names]
+  keys = pd.DataFrame({c: runs[c].fillna(ABSENT) if c in runs else ABSENT for c in columns},
+                      index=runs.index)
+  groups = sorted(keys.groupby(columns, sort=False),
+                  key=lambda group: [natural(v) for v in group[0]])
+  return [(tuple(zip(names, map(shown, values))), runs.loc[same.index])
+          for values, same in groups]
+
+
 def group_runs(runs: pd.DataFrame,
                ignore: Iterable[str] = IGNORED_FIELDS) -> tuple[dict[str, TaskTable], list[str]]:
-  """`({task: TaskTable}, warnings)` for every task among the runs, tasks sorted by name."""
+  """`({key: TaskTable}, warnings)`: a table per task among the runs, tasks sorted by name, or
+  per task and value of its `table_per` factors (key `cvae.task[dataset=mnist]`)."""
   tables, warnings = {}, []
   for task, task_runs in runs.groupby("task", sort=True):
-    tables[task], task_warnings = task_table(task_runs, ignore)
-    warnings += task_warnings
+    for part, part_runs in _parts(task, task_runs):
+      table, part_warnings = task_table(part_runs, ignore)
+      table.part = part
+      tables[task + "".join(f"[{name}={value}]" for name, value in part)] = table
+      warnings += part_warnings
   return tables, warnings
