@@ -27,12 +27,18 @@ import numpy as np
 
 from shared.process import xla_flags
 
-_ROUNDS = flags.DEFINE_integer("rounds", 6, "alternations of the two frameworks")
-_CALLS = flags.DEFINE_integer("calls", 10, "timed calls per framework per round")
-_BATCH = flags.DEFINE_integer("batch", 128, "batch size of every case")
-_ONLY = flags.DEFINE_string("only", "", "substring: run the cases whose label contains it")
-_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "phase", "im2col", "xla"],
-                          "our convolutions' `model.conv_impl` (shared/layers/)")
+
+def _define_flags():
+  """Flags are defined only when run as a script, so that tests can import this module next to
+  tools and benchmarks with flags of the same names (`--only`)."""
+  return dict(
+      rounds=flags.DEFINE_integer("rounds", 6, "alternations of the two frameworks"),
+      calls=flags.DEFINE_integer("calls", 10, "timed calls per framework per round"),
+      batch=flags.DEFINE_integer("batch", 128, "batch size of every case"),
+      only=flags.DEFINE_string("only", "", "substring: run the cases whose label contains it"),
+      impl=flags.DEFINE_enum("impl", "auto", ["auto", "phase", "im2col", "xla"],
+                             "our convolutions' `model.conv_impl` (shared/layers/)"))
+
 
 # (label, kind, input (H, W, C), features, kernel, stride, input gradient needed)
 CASES = (
@@ -50,17 +56,17 @@ CASES = (
 )
 
 
-def _jax_case(kind, in_shape, features, k, s, input_grad, batch):
-  """A jitted forward + gradients of sum(layer(x) * g); returns (fn, args)."""
+def _jax_case(kind, in_shape, features, k, s, input_grad, batch, impl):
+  """A call of the jitted forward + gradients of sum(layer(x) * g), blocking on the result."""
   import jax  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from shared import layers  # pylint: disable=g-import-not-at-top
   if kind == "dense":
     layer = nn.Dense(features)
   elif kind == "conv":
-    layer = layers.Conv(features, (k, k), strides=(s, s), impl=_IMPL.value)
+    layer = layers.Conv(features, (k, k), strides=(s, s), impl=impl)
   else:
-    layer = layers.ConvTranspose(features, (k, k), strides=(s, s), impl=_IMPL.value)
+    layer = layers.ConvTranspose(features, (k, k), strides=(s, s), impl=impl)
   rng = np.random.default_rng(0)
   x = jax.numpy.asarray(rng.standard_normal((batch, *in_shape), np.float32))
   params = layer.init(jax.random.PRNGKey(0), x)
@@ -68,7 +74,7 @@ def _jax_case(kind, in_shape, features, k, s, input_grad, batch):
   g = jax.numpy.asarray(rng.standard_normal(y.shape, np.float32))
   objective = lambda p, x: (layer.apply(p, x) * g).sum()
   fn = jax.jit(jax.grad(objective, argnums=(0, 1) if input_grad else 0))
-  return (lambda: jax.block_until_ready(fn(params, x))), None
+  return lambda: jax.block_until_ready(fn(params, x))
 
 
 def _torch_case(kind, in_shape, features, k, s, input_grad, batch):
@@ -91,7 +97,7 @@ def _torch_case(kind, in_shape, features, k, s, input_grad, batch):
     layer.zero_grad(set_to_none=True)
     x.grad = None
     layer(x).backward(g)
-  return run, None
+  return run
 
 
 def _time(fn, calls: int) -> list[float]:
@@ -103,24 +109,25 @@ def _time(fn, calls: int) -> list[float]:
   return times
 
 
-def main(argv):
+def main(argv, flag):
   del argv
   xla_flags.apply_defaults()
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)
-  cases = [c for c in CASES if _ONLY.value in c[0]]
+  batch, calls = flag["batch"].value, flag["calls"].value
+  cases = [c for c in CASES if flag["only"].value in c[0]]
   built = []
   for label, *spec in cases:
-    ours, _ = _jax_case(*spec, _BATCH.value)
-    theirs, _ = _torch_case(*spec, _BATCH.value)
+    ours = _jax_case(*spec, batch, flag["impl"].value)
+    theirs = _torch_case(*spec, batch)
     ours(), ours(), theirs(), theirs()        # compile, warm up
     built.append((label, ours, theirs))
   times = {label: ([], []) for label, _, _ in built}
-  for _ in range(_ROUNDS.value):
+  for _ in range(flag["rounds"].value):
     for label, ours, theirs in built:
-      times[label][0].extend(_time(ours, _CALLS.value))
-      times[label][1].extend(_time(theirs, _CALLS.value))
-  print(f"batch {_BATCH.value}, {_ROUNDS.value} rounds x {_CALLS.value} calls, forward + "
+      times[label][0].extend(_time(ours, calls))
+      times[label][1].extend(_time(theirs, calls))
+  print(f"batch {batch}, {flag['rounds'].value} rounds x {calls} calls, forward + "
         "gradients, median ms")
   print(f"{'layer':48s} {'ours':>8s} {'torch':>8s} {'torch/ours':>10s}")
   total = [0.0, 0.0]
@@ -133,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags = _define_flags()
+  app.run(lambda argv: main(argv, _flags))
