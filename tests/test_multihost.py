@@ -496,6 +496,38 @@ def test_launcher_gives_each_process_its_env_and_turns_ctrl_c_into_sigterm_for_a
     assert re.search(rf"local_hosts: process {i} \(PID \d+\) exited with code 143", err)
 
 
+SIGNALLED_WHILE_STARTING = """
+import os, signal, sys
+from tools import local_hosts
+
+class SignalledWhileStarting(local_hosts.Job):
+  def __init__(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)    # before any of the processes exists
+    super().__init__(*args, **kwargs)
+
+local_hosts.Job = SignalledWhileStarting
+sys.exit(local_hosts.run([sys.argv[1], "-1", "obey"], 2, 1, grace_s=30))
+"""
+
+
+def test_launcher_passes_on_a_signal_that_comes_while_the_processes_start(tmp_path):
+  """The handler is in place before the first process starts: a SIGTERM (or a Ctrl-C) in that
+  window reaches every process once they exist, instead of killing the launcher alone or (with
+  SIGINT inherited as ignored, as by a command a script starts with `&`) being lost while the
+  job runs on: the Ctrl-C test below timed out that way in a suite started in the background."""
+  child, driver = tmp_path / "child.py", tmp_path / "driver.py"
+  child.write_text(CHILD)
+  driver.write_text(SIGNALLED_WHILE_STARTING)
+  result = subprocess.run([sys.executable, str(driver), str(child)], cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": REPO_ROOT}, capture_output=True,
+                          text=True, timeout=60, check=False)
+  assert result.returncode == 143, result.stderr
+  assert result.stderr.count("received SIGTERM: sending SIGTERM to every process") == 1
+  for i in (0, 1):     # (just started, a process may not have its own handler yet)
+    assert re.search(rf"process {i} \(PID \d+\) (was killed by SIGTERM|exited with code 143)",
+                     result.stderr), result.stderr
+
+
 def test_launcher_names_a_failed_process_and_stops_the_others_after_the_grace_period(tmp_path):
   launcher = _launch_children(tmp_path, "1", "ignore", grace="1")
   start = time.time()

@@ -19,7 +19,8 @@ kept). Its output lines are prefixed `[pI] `; this tool's own lines start `local
     JAX job that lost a process aborts on its own after JAX_HEARTBEAT_TIMEOUT_SECONDS, set by
     --heartbeat_timeout_s), then they are killed (SIGKILL) and named too.
   * SIGINT or SIGTERM to this tool sends SIGTERM to every process: a preemption of the whole
-    job (they agree on a step, checkpoint it and exit 143). A second one kills them.
+    job (they agree on a step, checkpoint it and exit 143). A second one kills them. One that
+    comes while the processes are being started is passed on as soon as they exist.
   * If this tool dies, the kernel sends its processes SIGTERM (no orphans left training).
   * Exit code: 0 when every process exited 0; else the code they all share (143 after a
     preemption, 2 for a config error); else that of the first process to fail (128 + signal
@@ -201,23 +202,31 @@ def run(argv: list[str], count: int, devices: int, port: int = 0,
   port = port or free_port()
   if grace_s is None:
     grace_s = (heartbeat_s or JAX_DEFAULT_HEARTBEAT_S) + 30
-  job = Job(argv, count, devices, port, heartbeat_s)
-  signals_seen = []
+  signals_seen, forwarded, job = [], [0], None
+
+  def forward() -> None:
+    """Passes on every signal not passed on yet: the first as SIGTERM, any later as SIGKILL."""
+    while forwarded[0] < len(signals_seen):
+      forwarded[0] += 1
+      if forwarded[0] == 1:
+        say(f"received {signal.Signals(signals_seen[0]).name}: sending SIGTERM to every "
+            "process (a preemption of the whole job); again to kill them")
+      job.signal_all(signal.SIGTERM if forwarded[0] == 1 else signal.SIGKILL)
 
   def on_signal(signum, frame):
     del frame
     signals_seen.append(signum)
-    if len(signals_seen) == 1:
-      say(f"received {signal.Signals(signum).name}: sending SIGTERM to every process (a "
-          f"preemption of the whole job); again to kill them")
-      job.signal_all(signal.SIGTERM)
-    else:
-      job.signal_all(signal.SIGKILL)
+    if job is not None:     # else passed on as soon as the processes exist
+      forward()
 
+  # Installed before the processes start: a Ctrl-C or SIGTERM that comes while they are being
+  # started still reaches every one of them (and is never lost or left to kill this tool alone).
   previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
   codes: list[int | None] = [None] * count
   first_failure, deadline = None, None
   try:
+    job = Job(argv, count, devices, port, heartbeat_s)
+    forward()
     while None in codes:
       for i, proc in enumerate(job.procs):
         if codes[i] is None and proc.poll() is not None:
