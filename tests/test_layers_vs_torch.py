@@ -50,3 +50,12 @@ def test_runs_against_pytorch():
   assert len(rows) == 2
   ours, torch_ms, ratio = map(float, rows[0][-3:])
   assert ours > 0 and torch_ms > 0 and ratio > 0   # (printed rounded: no exact check)
+
+
+def test_an_only_that_matches_nothing_is_one_line():
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.investigations.layers_vs_torch", "--only=nothing"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 1
+  assert "--only='nothing' matches no case; cases: encoder down0" in result.stderr
+  assert "Traceback" not in result.stderr

@@ -111,11 +111,14 @@ def _time(fn, calls: int) -> list[float]:
 
 def main(argv, flag):
   del argv
+  cases = [c for c in CASES if flag["only"].value in c[0]]
+  if not cases:
+    raise app.UsageError(f"--only={flag['only'].value!r} matches no case; cases: "
+                         + "; ".join(c[0] for c in CASES))
   xla_flags.apply_defaults()
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)
   batch, calls = flag["batch"].value, flag["calls"].value
-  cases = [c for c in CASES if flag["only"].value in c[0]]
   built = []
   for label, *spec in cases:
     ours = _jax_case(*spec, batch, flag["impl"].value)
