@@ -5,7 +5,6 @@ import math
 import os
 import re
 
-import pandas as pd
 import pytest
 
 from tools import report_table

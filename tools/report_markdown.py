@@ -75,8 +75,9 @@ def markdown_table(table: TaskTable) -> str:
   align = ["left"] * (len(text_columns) + 1) + ["right"] * numbers
   return "\n".join([
       f"### {table.title} (`{spec.task}`)", "",
-      f"{_count(rows['n_seeds'].sum(), 'run')} in {_count(len(rows), 'row')}. Each cell is mean ± sample standard "
-      "deviation (ddof=1) over seeds; with a single seed the std is n/a. **Bold**: best mean in "
+      f"{_count(rows['n_seeds'].sum(), 'run')} in {_count(len(rows), 'row')}. Each cell is "
+      "mean ± sample standard deviation (ddof=1) over seeds; with a single seed the std is "
+      "n/a. **Bold**: best mean in "
       f"the column (↑ higher is better, ↓ lower is better){_compare_note(table)}; `(n=k)`: only "
       "k runs report that metric.", "",
       cells.to_markdown(index=False, colalign=align, disable_numparse=True), ""])

@@ -226,11 +226,11 @@ def task_table(runs: pd.DataFrame,
 def _parts(task: str, runs: pd.DataFrame):
   """((factor, cell text) pairs, runs) per table of one task: one part of all runs, or one per
   value of the spec's `table_per` factors, in their natural order."""
-  known = discovery.report_specs().get(task)
-  if known is None or not known[1].table_per:
+  spec = spec_for(task, runs)
+  if not spec.table_per:
     return [((), runs)]
-  paths = dict(known[1].factors)
-  names = list(known[1].table_per)
+  paths = dict(spec.factors)
+  names = list(spec.table_per)
   columns = [f"{CONFIG}{paths[name]}" for name in names]
   keys = pd.DataFrame({c: runs[c].fillna(ABSENT) if c in runs else ABSENT for c in columns},
                       index=runs.index)
