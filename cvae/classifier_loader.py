@@ -65,10 +65,12 @@ def load_classifier(workdir: str, dataset: str):
   if template:
     abstract["model_state"] = template
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # Host numpy arrays, the same on every process: the eval step closes over them as constants.
+  # (A device array would be on `jax.devices()[0]`, which only process 0 of a multi-host job
+  # can address: the others failed to restore it.)
   restored = manager.restore(step, args=ocp.args.PyTreeRestore(
       item=abstract,
-      restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), abstract),
+      restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
       partial_restore=True))
   manager.close()
   return model, {"params": restored["params"], **restored.get("model_state", {})}

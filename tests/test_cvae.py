@@ -564,6 +564,8 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   # the loaded judge reproduces the run's own test accuracy.
   judge, judge_vars = classifier_loader.load_classifier(clf_dir, "cifar10")
   assert set(judge_vars) == {"params", "batch_stats", "whitening"}
+  # Host arrays, not arrays on device 0, which only process 0 of a multi-host job can address.
+  assert all(type(v) is np.ndarray for v in jax.tree.leaves(judge_vars))
   assert any(not np.allclose(s, 0.0) and not np.allclose(s, 1.0)
              for s in jax.tree.leaves(judge_vars["batch_stats"]))
   _, eval_store = input_pipeline.load_data(clf_config)
