@@ -7,17 +7,23 @@ that names the step, the folder and the cause (`shared/checkpoint.py`). Before t
 orbax logs the failure of each of its writer threads at ERROR with a full traceback, and
 tensorstore's callbacks, arriving after orbax closed its event loop, each report an ignored
 `RuntimeError: Event loop is closed` traceback (tens of them), and at exit asyncio logs every
-write orbax abandoned ("Task exception was never retrieved", one each). The error lines of
-orbax stay; their tracebacks and the event-loop noise go. Any other error keeps its traceback.
+write orbax abandoned ("Task exception was never retrieved", one each); depending on timing,
+the interpreter's shutdown also warns of a jax serialization coroutine that was never awaited
+(`sys:1: RuntimeWarning: coroutine 'async_serialize_from_host.<locals>.write_fragment' was
+never awaited`), after our line. The error lines of orbax stay; their tracebacks and the
+event-loop noise go. Any other error keeps its traceback, any other warning is still shown.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 _LIBRARIES = ("/orbax/", "/jax/_src/")
 _ABANDONED = "exception was never retrieved"   # asyncio: "<Future|Task|...> exception was ..."
+# This repository defines no coroutines, so one never awaited is a library's abandoned write.
+_UNAWAITED = r"coroutine '.*' was never awaited"
 
 
 def _from_library(record: logging.LogRecord) -> bool:
@@ -45,9 +51,11 @@ def is_closed_event_loop(unraisable) -> bool:
 
 
 def install(handler: logging.Handler) -> None:
-  """Filters `handler` (absl's) and drops the closed-event-loop reports from
-  `sys.unraisablehook`; other ignored exceptions still reach the previous hook."""
+  """Filters `handler` (absl's), drops the closed-event-loop reports from
+  `sys.unraisablehook` (other ignored exceptions still reach the previous hook) and the
+  warnings of never-awaited coroutines."""
   handler.addFilter(library_log_filter)
+  warnings.filterwarnings("ignore", message=_UNAWAITED, category=RuntimeWarning)
   previous = sys.unraisablehook
 
   def hook(unraisable):
