@@ -1,7 +1,8 @@
 """Several hosts of one JAX job, simulated with real processes (tools/local_hosts.py): the same
 tiny run on 2 processes x 2 devices and on 1 process x 4 devices, a preemption (SIGTERM to each
 process at a different moment), a lost process (SIGKILL of process 1, then of process 0, the
-coordinator), a damaged checkpoint, and checkpoints moved between the two topologies.
+coordinator), a damaged checkpoint, checkpoints moved between the two topologies, and a tiny
+CVAE run with its judge on both topologies.
 
 Why tolerances between topologies: a sum over the 4 devices (the loss, the gradients, the
 BatchNorm statistics, the eval sums) adds them in device order 0, 1, 2, 3 inside one process
@@ -66,7 +67,7 @@ def _env(tfds_dir, decode_log=None, devices=None):
 class Run:
   """A launch in the background: its stderr lines, the PIDs the launcher names, waits."""
 
-  def __init__(self, workdir, tfds_dir, processes, *extra, decode_log=None):
+  def __init__(self, workdir, tfds_dir, processes, *extra, decode_log=None, args=ARGS):
     if processes == 1:     # a plain single-process run, 4 devices
       cmd = [sys.executable, "launch.py"]
       env = _env(tfds_dir, decode_log, devices=4)
@@ -75,7 +76,7 @@ class Run:
              "--devices_per_process=2", f"--heartbeat_timeout_s={HEARTBEAT_S}", "--grace_s=60",
              "--", "launch.py"]
       env = _env(tfds_dir, decode_log)
-    self.proc = subprocess.Popen(cmd + ARGS + [f"--workdir={workdir}", *extra], cwd=REPO_ROOT,
+    self.proc = subprocess.Popen(cmd + args + [f"--workdir={workdir}", *extra], cwd=REPO_ROOT,
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)
     self.lines, self.pids, self._queue = [], {}, queue.Queue()
@@ -125,8 +126,8 @@ class Run:
     self.proc.wait()
 
 
-def _run(workdir, tfds_dir, processes, *extra, decode_log=None):
-  run = Run(workdir, tfds_dir, processes, *extra, decode_log=decode_log)
+def _run(workdir, tfds_dir, processes, *extra, decode_log=None, args=ARGS):
+  run = Run(workdir, tfds_dir, processes, *extra, decode_log=decode_log, args=args)
   code, log = run.finish()
   assert code == 0, log[-4000:]
   return log
@@ -384,6 +385,58 @@ def test_checkpoints_move_between_topologies(two_processes, one_process, tmp_pat
     log = _run(workdir, tfds_dir, processes)
     assert re.search(r"resumed from .* at step 12$", log, re.M), log[-3000:]
     _assert_close(workdir, src)
+
+
+# ---------------------------------------------------------------- the CVAE and its judge
+
+CVAE_ARGS = ["--config=configs/cvae.py:mnist,cpu", "--config.data.limit_train=64",
+             "--config.data.limit_eval=60", "--config.data.download=false",
+             "--config.model.features=(4, 8)", "--config.model.hidden=16",
+             "--config.model.latent_dim=4", "--config.model.critic_features=(4, 8)",
+             "--config.model.critic_hidden=8", "--config.train.batch_size=16",
+             "--config.train.num_epochs=1", "--config.train.log_every_steps=2",
+             "--config.train.checkpoint_every_steps=4", "--config.eval.batch_size=16",
+             "--config.eval.num_iterations=2", "--config.eval.num_swap_rows=2",
+             "--alsologtostderr"]
+
+
+def test_cvae_two_processes_judge_and_decode_like_one(tmp_path, tfds_dir):
+  """Every process restores the judge (a 2-process CVAE run once failed to start on process 1,
+  which cannot address process 0's device); the eval over 2 hosts' shares of the test images
+  gives the 1-process figures, and process 0 alone writes decodes.npz for all 60 images."""
+  if not os.path.isdir(os.path.join(tfds_dir, "mnist")):
+    pytest.skip(f"prepared mnist not found in {tfds_dir}")
+  from configs import classifier as classifier_configs  # pylint: disable=g-import-not-at-top
+  from shared import train  # pylint: disable=g-import-not-at-top
+  judge = classifier_configs.get_config("mnist,cpu")
+  judge.data.data_dir, judge.data.download = tfds_dir, False
+  judge.data.limit_train, judge.data.limit_eval = 64, 60
+  judge.model.features, judge.model.hidden = (4, 8), 16
+  judge.train.batch_size, judge.train.num_epochs, judge.eval.batch_size = 32, 1, 32
+  judge_dir = str(tmp_path / "judge")
+  judge_accuracy = train.train_and_evaluate(judge, judge_dir)["accuracy"]
+  results = {}
+  for processes in (2, 1):
+    workdir = str(tmp_path / f"cvae_{processes}")
+    _run(workdir, tfds_dir, processes, f"--config.eval.classifier_workdir={judge_dir}",
+         args=CVAE_ARGS)
+    with open(os.path.join(workdir, "eval.json")) as f:
+      result = json.load(f)
+    with np.load(os.path.join(workdir, "decodes.npz")) as f:
+      results[processes] = result, {key: f[key] for key in f.files}
+  (two, two_npz), (one, one_npz) = results[2], results[1]
+  assert two["num_eval_examples"] == one["num_eval_examples"] == 60
+  assert two["classifier_accuracy"] == pytest.approx(judge_accuracy, abs=1e-6)
+  assert two["neg_elbo"] == pytest.approx(one["neg_elbo"], rel=LOSS_RTOL)
+  for key in ("label_adherence", "label_adherence_decoder_only", "true_label_accuracy"):
+    assert abs(two[key] - one[key]) <= 1 / 60 + 1e-9, key   # a rounding may flip one image
+  np.testing.assert_array_equal(two_npz["test_indices"], np.arange(60))
+  for key in ("test_indices", "true_labels", "wrong_labels"):
+    np.testing.assert_array_equal(two_npz[key], one_npz[key], err_msg=key)
+  for key in ("wrong_label_decodes", "true_label_decodes"):
+    assert two_npz[key].shape == (60, 28, 28, 1), key
+    differ = np.abs(two_npz[key].astype(int) - one_npz[key].astype(int))
+    assert np.mean(differ > 1) < 0.01, key     # the same decodes up to a rounding level
 
 
 # ------------------------------------------------------------ without training (seconds each)
