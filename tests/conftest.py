@@ -66,6 +66,23 @@ def tiny_unet_config(tfds_dir, variant="mp_tr_bce", **overrides):
   return config
 
 
+def tiny_cvae_family_config(config, tfds_dir):
+  """A CVAE or judge-classifier config (from `configs/cvae.py` / `configs/classifier.py`) made
+  to train in seconds: widths (4, 8), 128 train / 60 eval images, 2 epochs of batch 32."""
+  config.data.data_dir = tfds_dir
+  config.data.download = False
+  config.data.limit_train = 128
+  config.data.limit_eval = 60
+  config.train.batch_size = 32
+  config.train.num_epochs = 2
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 4
+  config.eval.batch_size = 32     # 60 examples: the last batch is padded
+  config.model.features = (4, 8)
+  config.model.hidden = 16
+  return config
+
+
 def set_dotted(tree, key: str, value) -> None:
   """`set_dotted(c, "train.batch_size", 8)` on a ConfigDict (an existing field: a typo fails)
   or a nested dict (eval.json configs in report tests, where new fields may be added)."""

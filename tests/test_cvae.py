@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.conftest import TFDS_DIR
+from tests.conftest import TFDS_DIR, tiny_cvae_family_config
 
 from configs import classifier as classifier_configs
 from configs import cvae as cvae_configs
@@ -321,21 +321,6 @@ def test_missing_classifier_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 
-def _tiny(config, tfds_dir):
-  config.data.data_dir = tfds_dir
-  config.data.download = False
-  config.data.limit_train = 128
-  config.data.limit_eval = 60
-  config.train.batch_size = 32
-  config.train.num_epochs = 2
-  config.train.log_every_steps = 2
-  config.train.checkpoint_every_steps = 4
-  config.eval.batch_size = 32     # 60 examples: the last batch is padded
-  config.model.features = (4, 8)
-  config.model.hidden = 16
-  return config
-
-
 @pytest.fixture(scope="module")
 def mnist_dir():
   if not os.path.isdir(os.path.join(TFDS_DIR, "mnist")):
@@ -374,12 +359,12 @@ def _check_decodes(work, clf_dir, result, shape, n):
 def test_end_to_end_tiny(tmp_path, mnist_dir):
   from shared import train  # pylint: disable=g-import-not-at-top
   clf_dir = str(tmp_path / "clf")
-  clf = train.train_and_evaluate(_tiny(classifier_configs.get_config("mnist,cpu"), mnist_dir),
-                                 clf_dir)
+  clf_config = tiny_cvae_family_config(classifier_configs.get_config("mnist,cpu"), mnist_dir)
+  clf = train.train_and_evaluate(clf_config, clf_dir)
   assert 0.0 <= clf["accuracy"] <= 1.0 and clf["num_eval_examples"] == 60
   assert os.path.exists(os.path.join(clf_dir, "predictions.png"))
 
-  config = _tiny(cvae_configs.get_config("mnist,cpu"), mnist_dir)
+  config = tiny_cvae_family_config(cvae_configs.get_config("mnist,cpu"), mnist_dir)
   config.model.latent_dim = 4
   config.loss.wrong_label_rate = 0.2
   config.loss.kl_warmup_steps = 3
@@ -428,7 +413,7 @@ def test_end_to_end_tiny(tmp_path, mnist_dir):
     np.testing.assert_allclose(again[key], on_disk[key], rtol=1e-4, err_msg=key)
 
   # A classifier for another dataset is refused before any training.
-  other = _tiny(cvae_configs.get_config("cifar10,cpu"), mnist_dir)
+  other = tiny_cvae_family_config(cvae_configs.get_config("cifar10,cpu"), mnist_dir)
   other.eval.classifier_workdir = clf_dir
   with pytest.raises(classifier_loader.ClassifierNotFoundError, match="trained on 'mnist'"):
     train.train_and_evaluate(other, str(tmp_path / "other"))
@@ -555,7 +540,7 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   if not os.path.isdir(os.path.join(TFDS_DIR, "cifar10")):
     pytest.skip(f"prepared cifar10 not found in {TFDS_DIR} (set TFDS_DATA_DIR)")
   from shared import train  # pylint: disable=g-import-not-at-top
-  clf_config = _tiny(classifier_configs.get_config("cifar10,cpu"), TFDS_DIR)
+  clf_config = tiny_cvae_family_config(classifier_configs.get_config("cifar10,cpu"), TFDS_DIR)
   clf_config.model.features = (4, 8, 8, 8)
   clf_config.model.stem = "whiten"      # its frozen stem is state the loader must restore too
   clf_dir = str(tmp_path / "clf")
@@ -572,7 +557,7 @@ def test_end_to_end_tiny_cifar10_resnet(tmp_path):
   test = eval_store.get(np.arange(len(eval_store)))
   pred = np.argmax(judge.apply(judge_vars, test["image"].astype(np.float32) / 255), -1)
   assert np.mean(pred == test["label"]) == pytest.approx(clf["accuracy"], abs=1e-6)
-  config = _tiny(cvae_configs.get_config("cifar10,cpu"), TFDS_DIR)
+  config = tiny_cvae_family_config(cvae_configs.get_config("cifar10,cpu"), TFDS_DIR)
   assert config.model.arch == "resnet"
   assert config.loss.likelihood == "discretized_logistic_rgb"
   config.model.latent_channels, config.model.critic_features = 2, (4, 8)

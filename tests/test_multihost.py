@@ -34,7 +34,7 @@ import pytest
 
 from shared import checkpoint
 from shared import metric_writer
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_cvae_family_config
 
 ARGS = ["--config=configs/unet.py:strconv_tr_bce", "--config.data.image_size=32",
         "--config.data.limit_train=64", "--config.data.limit_eval=40",
@@ -408,11 +408,7 @@ def test_cvae_two_processes_judge_and_decode_like_one(tmp_path, tfds_dir):
     pytest.skip(f"prepared mnist not found in {tfds_dir}")
   from configs import classifier as classifier_configs  # pylint: disable=g-import-not-at-top
   from shared import train  # pylint: disable=g-import-not-at-top
-  judge = classifier_configs.get_config("mnist,cpu")
-  judge.data.data_dir, judge.data.download = tfds_dir, False
-  judge.data.limit_train, judge.data.limit_eval = 64, 60
-  judge.model.features, judge.model.hidden = (4, 8), 16
-  judge.train.batch_size, judge.train.num_epochs, judge.eval.batch_size = 32, 1, 32
+  judge = tiny_cvae_family_config(classifier_configs.get_config("mnist,cpu"), tfds_dir)
   judge_dir = str(tmp_path / "judge")
   judge_accuracy = train.train_and_evaluate(judge, judge_dir)["accuracy"]
   results = {}
